@@ -1,0 +1,59 @@
+"""Every config field gnbench reads, with its meaning. Experiments start from ``get_config()``.
+
+Override any field from the command line: ``gnbench train --config experiments/tiny.py
+--config.optimizer.learning_rate=3e-3``. Unknown keys fail (ml_collections locks the dict).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # PRNG seed: parameter init and data order.
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "tiny"  # One of gnbench.model.CONFIGS: tiny, small, 45m, 150m.
+    c.model.dtype = "float32"  # Compute dtype: float32 (paper) or bfloat16; params stay float32.
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "shakespeare"  # shakespeare | sotu | a text file/folder path | hf:<dataset>.
+    c.data.tokenizer = "byte"  # byte | bpe (trained locally) | gpt2 (BPE from a vocab file).
+    c.data.vocab_size = 256  # Vocabulary for tokenizer=bpe (byte: 256; gpt2: 50257).
+    c.data.dir = "data"  # Folder holding prepared token files (one sub-folder per corpus).
+    c.data.seq_len = 64  # T: tokens per training sequence (each sample holds T+1).
+    c.data.micro_batch = 16  # b: sequences per micro-batch (global, across all devices).
+    c.data.micro_batches = 8  # K: micro-batches per optimizer iteration (GN inner steps).
+    c.data.val_sequences = 64  # Fixed held-out sequences evaluated at every evaluation.
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"  # Registry name: gnbench.optim.known_optimizers().
+    c.optimizer.learning_rate = 3e-3  # Peak learning rate.
+    c.optimizer.schedule = "warmup_cosine"  # warmup_cosine (decays to 10% of peak) | constant.
+    c.optimizer.warmup_steps = 4  # Linear warmup iterations.
+    c.optimizer.b1 = 0.9  # Adam first-moment decay.
+    c.optimizer.b2 = 0.95  # Adam second-moment decay.
+    c.optimizer.eps = 1e-8  # Adam epsilon.
+    c.optimizer.weight_decay = 0.1  # Decoupled weight decay.
+    c.optimizer.grad_clip = 1.0  # Global-norm clip; 0 or None means no clipping.
+    # Optimizer-specific sections (soap, muon, gn) are declared by optimizer issues below.
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 40  # Outer iterations (the budget).
+    c.train.eval_every = 2  # Evaluate the fixed validation set every this many iterations.
+    c.train.target_loss = 2.6  # Validation loss (nats/token) whose first crossing is recorded.
+    c.train.stop_at_target = False  # Stop when the target is reached (default: run the budget).
+    c.train.checkpoint_every = 10  # Save an orbax checkpoint every this many iterations.
+    c.train.workdir = "runs/default"  # Outputs: config.json, metrics.jsonl, summary.json, ckpt/.
+    c.train.init_from = ""  # Checkpoint folder to start params (and AdamW state) from; "" = init.
+    c.train.progress = True  # Show a progress bar.
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # Data-parallel axis size; -1 = all devices left after fsdp.
+    c.mesh.fsdp = 1  # Fully-sharded-data-parallel axis size (parameters sharded over it).
+
+    c.wandb = ml_collections.ConfigDict()
+    c.wandb.mode = "auto"  # auto (online with WANDB_API_KEY, else offline) | online | offline | disabled.
+    c.wandb.project = "gnbench"  # wandb project.
+    c.wandb.group = ""  # wandb group (a sweep sets it to the sweep name).
+    c.wandb.name = ""  # wandb run name ("" = the workdir's name).
+    return c
