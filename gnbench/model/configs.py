@@ -43,11 +43,15 @@ class ModelConfig:
 CONFIGS: dict[str, ModelConfig] = {
     # About 1M parameters with a byte vocabulary: the CPU default.
     "tiny": ModelConfig(d_model=128, n_layers=4, n_heads=4, d_ff=512, vocab_size=256, max_len=128),
-    "small": ModelConfig(d_model=256, n_layers=4, n_heads=8, d_ff=1024, vocab_size=256, max_len=256),
-    "45m": ModelConfig(d_model=512, n_layers=4, n_heads=8, d_ff=2048, vocab_size=32000,
-                       max_len=1024),
-    "150m": ModelConfig(d_model=768, n_layers=12, n_heads=16, d_ff=3072, vocab_size=32000,
-                        max_len=1024),
+    "small": ModelConfig(
+        d_model=256, n_layers=4, n_heads=8, d_ff=1024, vocab_size=256, max_len=256
+    ),
+    "45m": ModelConfig(
+        d_model=512, n_layers=4, n_heads=8, d_ff=2048, vocab_size=32000, max_len=1024
+    ),
+    "150m": ModelConfig(
+        d_model=768, n_layers=12, n_heads=16, d_ff=3072, vocab_size=32000, max_len=1024
+    ),
 }
 
 

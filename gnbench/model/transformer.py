@@ -79,8 +79,12 @@ class Transformer(nn.Module):
     @nn.compact
     def __call__(self, tokens_BxL: jax.Array) -> jax.Array:
         cfg = self.cfg
-        embed = nn.Embed(cfg.vocab_size, cfg.d_model, name="embed",
-                         embedding_init=nn.initializers.normal(stddev=0.02))
+        embed = nn.Embed(
+            cfg.vocab_size,
+            cfg.d_model,
+            name="embed",
+            embedding_init=nn.initializers.normal(stddev=0.02),
+        )
         x_BxLxD = embed(tokens_BxL).astype(cfg.dtype)
         for i in range(cfg.n_layers):
             x_BxLxD = Block(cfg, name=f"block_{i}")(x_BxLxD)

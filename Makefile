@@ -1,0 +1,38 @@
+# gnbench: `make bench` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint format smoke bench bench-quick clean
+
+install: $(STAMP)  ## Create .venv and install gnbench with its dev tools (idempotent).
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install  ## Run the test suite.
+	$(BIN)/pytest -q tests
+
+lint: install  ## ruff lint and format check.
+	$(BIN)/ruff check gnbench tests experiments benchmarks launch
+	$(BIN)/ruff format --check gnbench tests experiments benchmarks launch
+
+format: install
+	$(BIN)/ruff format gnbench tests experiments benchmarks launch
+	$(BIN)/ruff check --fix gnbench tests experiments benchmarks launch
+
+smoke: install  ## A 5-iteration tiny run.
+	$(BIN)/gnbench train --config experiments/tiny.py --config.train.steps=5 \
+		--config.train.workdir=runs/smoke --config.wandb.mode=disabled
+
+bench: install  ## Fetch the default corpus, train the tiny model, write the report.
+	$(BIN)/gnbench data prepare --source shakespeare --tokenizer byte
+	$(BIN)/gnbench train --config experiments/tiny.py --config.train.workdir=runs/bench-tiny-adamw
+	@echo "bench: metrics in runs/bench-tiny-adamw/metrics.jsonl, summary in runs/bench-tiny-adamw/summary.json"
+
+clean:
+	rm -rf runs/smoke

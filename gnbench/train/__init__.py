@@ -1,0 +1,5 @@
+"""The trainer: sharded state, jitted steps, evaluation, checkpoints and metrics."""
+
+from gnbench.train.loop import train
+
+__all__ = ["train"]
