@@ -36,6 +36,35 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.1  # Decoupled weight decay.
     c.optimizer.grad_clip = 1.0  # Global-norm clip; 0 or None means no clipping.
     # Optimizer-specific sections (soap, muon, gn) are declared by optimizer issues below.
+    c.optimizer.soap = ml_collections.ConfigDict()  # SOAP (uses the common b1, b2, eps, decay).
+    c.optimizer.soap.precondition_frequency = 10  # Refresh the eigenbases every this many steps.
+    c.optimizer.soap.max_precond_dim = 10000  # Axes longer than this are not rotated.
+    c.optimizer.soap.merge_dims = False  # Merge adjacent axes while product <= max_precond_dim.
+    c.optimizer.soap.precondition_1d = False  # Also rotate 1-D parameters (norm scales).
+    c.optimizer.soap.shampoo_beta = -1.0  # Kronecker-factor EMA decay; negative means "= b2".
+    c.optimizer.soap.normalize_grads = False  # Divide each step by its RMS (reference option).
+    c.optimizer.soap.correct_bias = True  # Adam bias correction.
+    c.optimizer.muon = ml_collections.ConfigDict()  # Muon (learning_rate is the Muon part's).
+    c.optimizer.muon.adam_learning_rate = 3e-3  # Peak lr of the AdamW part (embed, head, 1-D).
+    c.optimizer.muon.momentum = 0.95  # Muon momentum decay.
+    c.optimizer.muon.nesterov = True  # Nesterov look-ahead in the Muon momentum.
+    c.optimizer.muon.ns_steps = 5  # Newton-Schulz iterations.
+    c.optimizer.muon.adam_weight_decay = 0.0  # AdamW-part decay (weight_decay is Muon's).
+    c.optimizer.gn = ml_collections.ConfigDict()  # gauss_newton, gn_prox_linear, layerwise_*.
+    c.optimizer.gn.inner = "adamw"  # Inner optimizer of the GN subproblem: adamw | muon.
+    c.optimizer.gn.inner_learning_rate = 3e-3  # Peak inner lr (Muon part when inner=muon).
+    c.optimizer.gn.inner_adam_learning_rate = 3e-3  # Peak lr of the AdamW part when inner=muon.
+    c.optimizer.gn.inner_schedule = "global_cosine"  # global_cosine | cosine_per_outer | constant.
+    c.optimizer.gn.inner_warmup_steps = 32  # Linear warmup, in inner steps (global across outer).
+    c.optimizer.gn.inner_b1 = 0.9  # Inner Adam first-moment decay.
+    c.optimizer.gn.inner_b2 = 0.95  # Inner Adam second-moment decay.
+    c.optimizer.gn.inner_weight_decay = 0.0  # Inner decoupled weight decay (0: pure GN model).
+    c.optimizer.gn.damping = 0.0  # Proximal term lambda/2 |theta - theta_t|^2 (pulls to theta_t).
+    c.optimizer.gn.line_search = 5  # Number of step sizes 2^(-i/2), i < n, tried; 0 = no search.
+    c.optimizer.gn.warm_start = True  # Start each inner solve at the previous one (state kept).
+    c.optimizer.gn.inner_step_cost = 1.1  # Fwd+bwd equivalents of a GN inner step (gn_step.py).
+    c.optimizer.gn.layerwise_inner_step_cost = 3.0  # Same for a layerwise GN inner step.
+    c.optimizer.gn.ls_forward_cost = 1 / 3  # Cost of one forward relative to a forward+backward.
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 40  # Outer iterations (the budget).
@@ -50,6 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # Data-parallel axis size; -1 = all devices left after fsdp.
     c.mesh.fsdp = 1  # Fully-sharded-data-parallel axis size (parameters sharded over it).
+    c.mesh.num_devices = -1  # Use the first N devices of jax.devices(); -1 = all of them.
 
     c.wandb = ml_collections.ConfigDict()
     c.wandb.mode = "auto"  # auto (online with WANDB_API_KEY, else offline) | online | offline | disabled.

@@ -29,12 +29,17 @@ def parse_train_config(argv: list[str]):
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "experiment config file", flag_values=fv,
-                                    lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config", None, "experiment config file", flag_values=fv, lock_config=True
+    )
+    full_argv, saved = ["gnbench train", *argv], sys.argv
+    sys.argv = full_argv  # config_flags reads the overrides from sys.argv
     try:
-        fv(["gnbench train", *argv])
-    except flags.Error as e:
-        raise SystemExit(f"gnbench train: {e}") from None
+        fv(full_argv)
+    except (flags.Error, KeyError, AttributeError) as e:
+        raise SystemExit(f"gnbench train: bad config flag: {e}") from None
+    finally:
+        sys.argv = saved
     if fv.config is None:
         raise SystemExit("gnbench train: --config FILE is required (e.g. experiments/tiny.py)")
     return fv.config
@@ -42,8 +47,10 @@ def parse_train_config(argv: list[str]):
 
 def train_main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: gnbench train --config FILE [--config.KEY=VALUE ...]\n"
-              "Every key, with its meaning, is in experiments/base.py.")
+        print(
+            "usage: gnbench train --config FILE [--config.KEY=VALUE ...]\n"
+            "Every key, with its meaning, is in experiments/base.py."
+        )
         return 0
     cfg = parse_train_config(argv)
     from gnbench.train import train
@@ -72,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         from gnbench.report.cli import report_main
 
         return report_main(rest)
-    print(f"gnbench: unknown command {command!r}; valid: train, data, sweep, report\n\n{USAGE}",
-          file=sys.stderr)
+    print(
+        f"gnbench: unknown command {command!r}; valid: train, data, sweep, report\n\n{USAGE}",
+        file=sys.stderr,
+    )
     return 2
 
 

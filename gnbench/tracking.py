@@ -64,7 +64,8 @@ class WandbTracker:
     logged field, so dashboards can plot loss against any of them.
 
     Args:
-      mode: ``auto`` (online when ``WANDB_API_KEY`` is set, offline otherwise), ``online``,
+      mode: ``auto`` (``$WANDB_MODE`` if set, else online when ``WANDB_API_KEY`` is set and
+        offline otherwise), ``online``,
         ``offline`` or ``disabled``.
       project, group, name: wandb project, group (the sweep) and run name/id.
       config: the resolved run config (a flat or nested dict).
@@ -83,7 +84,8 @@ class WandbTracker:
         if mode not in WANDB_MODES:
             raise ValueError(f"wandb.mode={mode!r}; valid: {', '.join(WANDB_MODES)}")
         if mode == "auto":
-            mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+            default = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+            mode = os.environ.get("WANDB_MODE", default)
         import wandb  # Imported here only: library code never needs it.
 
         self._wandb = wandb

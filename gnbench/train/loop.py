@@ -72,7 +72,14 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     if main_process:
         write_json_atomic(workdir / "config.json", cfg.to_dict())
 
-    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
+    devices = jax.devices()
+    if cfg.mesh.num_devices != -1:
+        if not 1 <= cfg.mesh.num_devices <= len(devices):
+            raise ValueError(
+                f"mesh.num_devices={cfg.mesh.num_devices}; valid: -1 (all) or 1..{len(devices)}"
+            )
+        devices = devices[: cfg.mesh.num_devices]
+    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, devices)
     b, k, t = cfg.data.micro_batch, cfg.data.micro_batches, cfg.data.seq_len
     if b % mesh.size:
         raise ValueError(
@@ -172,8 +179,9 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         evaluate(0)
     tokens_per_step = (k + opt.ls_micro_batches) * b * t
     status = "finished"
+    stop_now = cfg.train.stop_at_target and progress.reached is not None
     bar = tqdm(
-        range(start, cfg.train.steps),
+        range(start, start if stop_now else cfg.train.steps),
         initial=start,
         total=cfg.train.steps,
         disable=not (cfg.train.progress and main_process),

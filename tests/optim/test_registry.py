@@ -1,0 +1,69 @@
+"""Registry basics: unknown names, clipping semantics, schedules, logged hyperparameters."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments import base
+from gnbench.optim import BuildContext, build, known_optimizers
+from gnbench.optim.registry import clip, schedule
+
+
+def test_unknown_optimizer_lists_known_names():
+    cfg = base.get_config().optimizer
+    cfg.name = "lion"
+    with pytest.raises(ValueError) as err:
+        build(cfg, BuildContext(total_steps=10, micro_batches=2))
+    assert "'lion'" in str(err.value)
+    for name in known_optimizers():
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("off", [None, 0, 0.0])
+def test_clip_zero_or_none_is_off_not_clip_to_zero(off):
+    tx = clip(off)
+    g = {"w": jnp.array([3.0, 4.0])}
+    updates, _ = tx.update(g, tx.init(g))
+    np.testing.assert_array_equal(updates["w"], g["w"])
+
+
+def test_clip_positive_clips_global_norm_and_negative_fails():
+    tx = clip(1.0)
+    g = {"w": jnp.array([3.0, 4.0])}
+    updates, _ = tx.update(g, tx.init(g))
+    np.testing.assert_allclose(updates["w"], [0.6, 0.8], rtol=1e-6)
+    with pytest.raises(ValueError, match="grad_clip must be >= 0"):
+        clip(-1.0)
+
+
+def test_adamw_with_clip_zero_still_moves_parameters():
+    cfg = base.get_config().optimizer
+    cfg.grad_clip = 0.0
+    cfg.schedule = "constant"
+    opt = build(cfg, BuildContext(total_steps=10, micro_batches=2))
+    params = {"w": jnp.ones(3)}
+    updates, _ = opt.tx.update({"w": jnp.ones(3)}, opt.tx.init(params), params, batch=None)
+    assert float(jnp.abs(updates["w"]).min()) > 1e-4
+
+
+def test_warmup_cosine_shape_and_unknown_schedule():
+    s = schedule(1.0, total_steps=100, warmup_steps=10, kind="warmup_cosine")
+    assert float(s(0)) == 0.0
+    assert float(s(10)) == pytest.approx(1.0)
+    assert float(s(100)) == pytest.approx(0.1)
+    assert float(schedule(0.5, 100, 10, "constant")(57)) == 0.5
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        schedule(1.0, 10, 1, "linear")
+
+
+def test_learning_rate_in_use_is_visible_in_state():
+    cfg = base.get_config().optimizer
+    opt = build(cfg, BuildContext(total_steps=20, micro_batches=2))
+    params = {"w": jnp.ones(2)}
+    state = opt.tx.init(params)
+    for _ in range(5):
+        _, state = opt.tx.update({"w": jnp.ones(2)}, state, params)
+    lr = optax.tree_utils.tree_get(state, "hyperparams")["learning_rate"]
+    expected = schedule(cfg.learning_rate, 20, cfg.warmup_steps, cfg.schedule)(4)
+    assert float(lr) == pytest.approx(float(expected))
