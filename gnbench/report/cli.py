@@ -1,0 +1,43 @@
+"""``gnbench report DIR [DIR ...] [--out FILE]``: sweep folders -> Markdown report + PNGs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gnbench.report.build import write_report
+
+
+def report_main(argv: list[str]) -> int:
+    """Command-line entry of ``gnbench report``.
+
+    Args:
+      argv: arguments after ``report``, e.g. ``["runs/compare_tiny"]``.
+
+    Returns:
+      Exit code: 0 on success, 2 when a folder is not a sweep folder.
+
+    Example:
+      >>> report_main(["runs/compare_tiny", "--out", "reports/tiny.md"])  # doctest: +SKIP
+      0
+    """
+    parser = argparse.ArgumentParser(prog="gnbench report", description=__doc__)
+    parser.add_argument("folders", nargs="+", help="sweep folders (<out>/<sweep name>)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="Markdown file (default: <folder>/report.md for one folder, "
+        "reports/report.md for several); figures go next to it",
+    )
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.folders, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"gnbench report: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(report_main(sys.argv[1:]))

@@ -1,0 +1,159 @@
+"""Result files of a sweep: atomic writes and tolerant reads.
+
+A sweep folder holds ``plan.json`` (written by :mod:`gnbench.sweep`) and one folder per run under
+``runs/<run id>/`` with ``config.json``, ``metrics.jsonl`` and ``summary.json`` (written by the
+trainer). Every file gnbench writes goes through a temporary file and ``os.replace``, so a reader
+never sees half a file. ``metrics.jsonl`` is append-only; a run killed mid-line leaves a partial
+last line, and a resumed run re-logs the records after its last checkpoint. :func:`read_jsonl`
+skips the partial line and :func:`dedupe_records` keeps the last record of each (kind, step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temporary file in the same folder and a rename.
+
+    Args:
+      path: destination file; its folder is created if missing.
+      text: the content.
+
+    Example:
+      >>> atomic_write_text("/tmp/gnbench_doc.txt", "hello")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    """Writes ``data`` as indented, key-sorted JSON, atomically (see :func:`atomic_write_text`).
+
+    Example:
+      >>> atomic_write_json("/tmp/gnbench_doc.json", {"b": 1, "a": 2})
+    """
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` if the file does not exist.
+
+    Example:
+      >>> read_json("/nonexistent/summary.json") is None
+      True
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, skipping blank and half-written lines.
+
+    Args:
+      path: the file; a missing file reads as no records.
+
+    Returns:
+      The records in file order.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # A line cut by a killed process.
+    return records
+
+
+def dedupe_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keeps the last record of each (kind, step), ordered by kind then step.
+
+    A resumed run repeats the steps between its last checkpoint and the crash; the repeat is the
+    one the final model descends from, so it wins.
+
+    Example:
+      >>> dedupe_records([{"kind": "eval", "step": 2, "val_loss": 3.0},
+      ...                 {"kind": "eval", "step": 2, "val_loss": 2.9}])
+      [{'kind': 'eval', 'step': 2, 'val_loss': 2.9}]
+    """
+    last: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in records:
+        last[(str(r.get("kind")), int(r.get("step", -1)))] = r
+    return [last[k] for k in sorted(last)]
+
+
+@dataclasses.dataclass
+class RunFiles:
+    """One planned run and whatever its folder holds so far.
+
+    Attributes:
+      entry: the run's entry in ``plan.json`` (id, method, setting, seed, scan_value, ...).
+      config: ``config.json`` (resolved config) or ``None``.
+      summary: ``summary.json`` or ``None`` while the run is unfinished.
+      records: de-duplicated ``metrics.jsonl`` records.
+    """
+
+    entry: dict[str, Any]
+    config: dict[str, Any] | None
+    summary: dict[str, Any] | None
+    records: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class SweepFiles:
+    """A sweep folder read from disk: its plan and its runs (warm-up excluded)."""
+
+    folder: Path
+    plan: dict[str, Any]
+    runs: list[RunFiles]
+
+
+def load_sweep(folder: str | os.PathLike) -> SweepFiles:
+    """Reads ``plan.json`` and every planned run's files under ``folder``.
+
+    Args:
+      folder: a sweep folder, ``<out>/<sweep name>``.
+
+    Returns:
+      The plan and one :class:`RunFiles` per planned (non-warm-up) run.
+
+    Raises:
+      FileNotFoundError: ``folder`` has no ``plan.json``.
+    """
+    folder = Path(folder)
+    plan = read_json(folder / "plan.json")
+    if plan is None:
+        raise FileNotFoundError(f"{folder} has no plan.json: not a sweep folder")
+    runs = []
+    for entry in plan["runs"]:
+        workdir = folder / entry["workdir"]
+        runs.append(
+            RunFiles(
+                entry=entry,
+                config=read_json(workdir / "config.json"),
+                summary=read_json(workdir / "summary.json"),
+                records=dedupe_records(read_jsonl(workdir / "metrics.jsonl")),
+            )
+        )
+    return SweepFiles(folder=folder, plan=plan, runs=runs)

@@ -1,0 +1,34 @@
+"""Sweeps: a sweep file -> a plan of runs with stable ids -> an executor that runs them.
+
+Example:
+  >>> from gnbench.sweep import load_sweep_file, make_plan, make_executor
+  >>> plan = make_plan(load_sweep_file("experiments/compare_tiny.py"))  # doctest: +SKIP
+  >>> make_executor("dry-run").execute(plan, Path("runs") / plan.name)  # doctest: +SKIP
+"""
+
+from gnbench.sweep.executors import (
+    EXECUTORS,
+    TRAINER_CMD,
+    Executor,
+    make_executor,
+    register_executor,
+)
+from gnbench.sweep.plan import Plan, Run, make_plan, run_args, run_id, write_plan
+from gnbench.sweep.spec import SweepError, SweepSpec, load_sweep_file
+
+__all__ = [
+    "EXECUTORS",
+    "TRAINER_CMD",
+    "Executor",
+    "Plan",
+    "Run",
+    "SweepError",
+    "SweepSpec",
+    "load_sweep_file",
+    "make_executor",
+    "make_plan",
+    "register_executor",
+    "run_args",
+    "run_id",
+    "write_plan",
+]

@@ -1,0 +1,98 @@
+"""``gnbench sweep SWEEP_FILE``: plan a sweep, run it, write its report.
+
+    gnbench sweep experiments/compare_tiny.py                     # local, report at the end
+    gnbench sweep experiments/compare_tiny.py --executor dry-run  # show runs and commands
+    gnbench sweep experiments/compare_tiny.py --quick             # get_sweep(quick=True)
+
+Results go to ``<out>/<sweep name>/`` (``plan.json``, ``status.json``, ``runs/<run id>/``,
+``report.md``). Rerunning the same command skips finished runs, resumes the others and retries
+failed ones. Exit code: 0 if every run is done (finished or diverged), 1 if some failed, 2 for a
+bad sweep file or option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from gnbench.report.build import write_report
+from gnbench.sweep.executors import EXECUTORS, TRAINER_CMD, make_executor
+from gnbench.sweep.plan import make_plan, write_plan
+from gnbench.sweep.spec import SweepError, load_sweep_file
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gnbench sweep",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sweep_file", help="a Python file with get_sweep()")
+    p.add_argument(
+        "--executor",
+        default="local",
+        help=f"how to run: {', '.join(sorted(EXECUTORS))} (default local)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="runs at once for the local executor (default: half the cores, >= 1)",
+    )
+    p.add_argument("--out", default="runs", help="root folder of sweeps (default runs)")
+    p.add_argument("--quick", action="store_true", help="the sweep's small variant")
+    p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument(
+        "--trainer-cmd",
+        default=None,
+        help="command training one run, before its --config arguments "
+        f"(default: {shlex.join(TRAINER_CMD)})",
+    )
+    return p
+
+
+def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
+    """Command-line entry of ``gnbench sweep``.
+
+    Args:
+      argv: arguments after ``sweep``, e.g. ``["experiments/compare_tiny.py", "--quick"]``.
+      trainer_cmd: the trainer command (tests inject a fake); ``--trainer-cmd`` overrides it.
+
+    Returns:
+      0 when every run is done, 1 when some run failed, 2 for a bad sweep file or option.
+
+    Example:
+      >>> main(["experiments/compare_tiny.py", "--executor", "dry-run"])  # doctest: +SKIP
+      0
+    """
+    args = _parser().parse_args(argv)
+    if args.trainer_cmd:
+        trainer_cmd = shlex.split(args.trainer_cmd)
+    try:
+        executor = make_executor(args.executor, trainer_cmd=trainer_cmd, parallel=args.parallel)
+        plan = make_plan(load_sweep_file(args.sweep_file, quick=args.quick))
+    except (SweepError, ValueError) as e:
+        print(f"gnbench sweep: {e}", file=sys.stderr)
+        return 2
+    sweep_dir = Path(args.out) / plan.name
+    if args.executor == "dry-run":
+        executor.execute(plan, sweep_dir)
+        return 0
+    write_plan(plan, sweep_dir)
+    states = executor.execute(plan, sweep_dir)
+    failed = sorted(rid for rid, s in states.items() if s == "failed")
+    done = sum(s in ("finished", "diverged") for s in states.values())
+    print(
+        f"sweep {plan.name}: {done}/{len(states)} runs done, {len(failed)} failed"
+        + (f": {', '.join(failed)}" if failed else ""),
+        file=sys.stderr,
+    )
+    if not args.no_report and done:
+        print(f"report: {write_report([sweep_dir])}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,272 @@
+"""Sweep files: what they declare and how they are checked.
+
+A sweep file is a Python file with ``get_sweep()`` (or ``get_sweep(quick=True)`` for a small smoke
+variant) returning a dict or ``ml_collections.ConfigDict``::
+
+    {
+      "name": "compare_tiny",                # folder <out>/<name>, wandb group
+      "base": "tiny.py",                     # experiment config, relative to the sweep file or repo
+      "overrides": {"train.steps": 40},      # applied to every run
+      "methods": {                           # method -> fixed overrides and a grid to tune
+        "adamw": {"overrides": {}, "grid": {"optimizer.learning_rate": [3e-3, 1e-2]}},
+      },
+      "seeds": [0, 1, 2],
+      "target_loss": 2.65,                   # optional: sets train.target_loss for every run
+      "warmup": {"steps": 10, "overrides": {}},          # optional shared AdamW warm-up run
+      "scan": {"key": "data.micro_batches", "values": [4, 8]},  # optional batch-size scan
+      "baseline": "adamw",                   # optional: the method speedups are measured against
+    }
+
+Keys are dotted config paths (nested dicts are flattened, so a ConfigDict can spell them nested).
+A method without ``optimizer.name`` in its overrides runs the optimizer of the same name. Every
+override key is checked against the base config: an unknown key, or a value the field cannot
+hold, fails before anything runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCALAR_TYPES = (bool, int, float, str, type(None))
+_TOP_KEYS = {
+    "name",
+    "base",
+    "overrides",
+    "methods",
+    "seeds",
+    "warmup",
+    "target_loss",
+    "scan",
+    "baseline",
+}
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be planned (unknown key, bad value, missing field)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One method of a sweep: fixed overrides and the grid of hyperparameters tuned for it."""
+
+    overrides: dict[str, Any]
+    grid: dict[str, list[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """A checked sweep file (see the module docstring for the meaning of each field)."""
+
+    name: str
+    base: Path
+    overrides: dict[str, Any]
+    methods: dict[str, MethodSpec]
+    seeds: list[int]
+    target_loss: float | None = None
+    warmup_steps: int | None = None
+    warmup_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    scan_key: str | None = None
+    scan_values: list[Any] = dataclasses.field(default_factory=list)
+    baseline: str = "adamw"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> one dict with dotted keys; non-dict values are leaves.
+
+    Example:
+      >>> flatten({"optimizer": {"learning_rate": 1e-3}, "seed": 0})
+      {'optimizer.learning_rate': 0.001, 'seed': 0}
+    """
+    if isinstance(tree, ml_collections.ConfigDict):
+        tree = tree.to_dict()
+    out: dict[str, Any] = {}
+    for key, value in (tree or {}).items():
+        path = f"{prefix}{key}"
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def _load_module(path: Path, name: str) -> Any:
+    """Imports a Python file by path, with its folder and the repo root on ``sys.path``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise SweepError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    added = [p for p in (str(path.parent), str(REPO_ROOT)) if p not in sys.path]
+    sys.path[:0] = added
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for p in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(p)
+    return module
+
+
+def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    """The ``get_config()`` of an experiment file.
+
+    Example:
+      >>> cfg = load_config_file(REPO_ROOT / "experiments" / "base.py")
+      >>> "optimizer" in cfg
+      True
+    """
+    module = _load_module(Path(path), f"_gnbench_config_{Path(path).stem}")
+    if not hasattr(module, "get_config"):
+        raise SweepError(f"{path} has no get_config()")
+    return module.get_config()
+
+
+def check_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any], where: str):
+    """Applies ``overrides`` to a copy of ``config``; fails naming any key or value it rejects.
+
+    Args:
+      config: the base experiment config.
+      overrides: dotted key -> scalar value.
+      where: where the overrides come from, for the error message.
+
+    Returns:
+      The overridden copy of ``config``.
+
+    Raises:
+      SweepError: unknown key, non-scalar value, or a value of the wrong type.
+    """
+    config = copy.deepcopy(config)
+    for key, value in overrides.items():
+        node = config
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+                raise SweepError(f"unknown config key {key!r} in {where}")
+            node = node[part]
+        if parts[-1] not in node or isinstance(node[parts[-1]], ml_collections.ConfigDict):
+            raise SweepError(f"unknown config key {key!r} in {where}")
+        if not isinstance(value, SCALAR_TYPES):
+            raise SweepError(f"{where}: {key}={value!r} is not a scalar (bool/int/float/str)")
+        try:
+            node[parts[-1]] = value
+        except (TypeError, ValueError) as e:
+            raise SweepError(f"{where}: {key}={value!r} does not fit the field: {e}") from None
+    return config
+
+
+def resolve_base(base: str, sweep_file: Path) -> Path:
+    """The experiment file ``base`` names: relative to the sweep file, else to the repo root."""
+    for root in (sweep_file.parent, REPO_ROOT, Path.cwd()):
+        candidate = (root / base).resolve()
+        if candidate.exists():
+            return candidate
+    raise SweepError(f"base config {base!r} not found next to {sweep_file} nor in {REPO_ROOT}")
+
+
+def _as_list(value: Any, where: str) -> list[Any]:
+    if isinstance(value, (list, tuple)) and len(value) > 0:
+        return list(value)
+    raise SweepError(f"{where} must be a non-empty list, got {value!r}")
+
+
+def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
+    """Checks a ``get_sweep()`` result and turns it into a :class:`SweepSpec`.
+
+    Args:
+      raw: the dict or ConfigDict ``get_sweep()`` returned.
+      sweep_file: the sweep file (relative ``base`` paths start from its folder).
+
+    Returns:
+      The checked spec; every override key exists in the base config.
+
+    Raises:
+      SweepError: a missing or unknown field, an unknown config key, or a bad value.
+    """
+    if isinstance(raw, ml_collections.ConfigDict):
+        raw = raw.to_dict()
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise SweepError(f"unknown sweep fields {sorted(unknown)}; valid: {sorted(_TOP_KEYS)}")
+    for field in ("name", "base", "methods", "seeds"):
+        if field not in raw:
+            raise SweepError(f"sweep file {sweep_file} lacks {field!r}")
+    base = resolve_base(str(raw["base"]), sweep_file)
+    config = load_config_file(base)
+    overrides = flatten(raw.get("overrides"))
+    check_overrides(config, overrides, "overrides")
+    methods = {}
+    for method, m in raw["methods"].items():
+        m = dict(m or {})
+        extra = set(m) - {"overrides", "grid"}
+        if extra:
+            raise SweepError(f"method {method!r}: unknown fields {sorted(extra)}")
+        m_over = {"optimizer.name": method, **flatten(m.get("overrides"))}
+        grid = {k: _as_list(v, f"{method} grid {k}") for k, v in flatten(m.get("grid")).items()}
+        check_overrides(config, {**overrides, **m_over}, f"method {method!r} overrides")
+        for key, values in grid.items():
+            for value in values:
+                check_overrides(config, {key: value}, f"method {method!r} grid")
+        methods[method] = MethodSpec(overrides=m_over, grid=grid)
+    seeds = [int(s) for s in _as_list(raw["seeds"], "seeds")]
+    warmup = raw.get("warmup")
+    spec = SweepSpec(
+        name=str(raw["name"]),
+        base=base,
+        overrides=overrides,
+        methods=methods,
+        seeds=seeds,
+        target_loss=None if raw.get("target_loss") is None else float(raw["target_loss"]),
+        warmup_steps=None if not warmup else int(warmup["steps"]),
+        warmup_overrides=flatten((warmup or {}).get("overrides")),
+        baseline=str(raw.get("baseline", "adamw")),
+    )
+    if spec.target_loss is not None:
+        check_overrides(config, {"train.target_loss": spec.target_loss}, "target_loss")
+    if warmup:
+        check_overrides(config, spec.warmup_overrides, "warmup overrides")
+    scan = raw.get("scan")
+    if scan:
+        if set(scan) != {"key", "values"}:
+            raise SweepError(f"scan must be {{'key': ..., 'values': [...]}}, got {scan!r}")
+        values = _as_list(scan["values"], "scan values")
+        for value in values:
+            check_overrides(config, {scan["key"]: value}, "scan")
+        spec = dataclasses.replace(spec, scan_key=str(scan["key"]), scan_values=values)
+    return spec
+
+
+def load_sweep_file(path: str | Path, quick: bool = False) -> SweepSpec:
+    """Imports a sweep file, calls ``get_sweep`` and checks the result.
+
+    Args:
+      path: the sweep file.
+      quick: call ``get_sweep(quick=True)`` (the file must accept ``quick``).
+
+    Returns:
+      The checked :class:`SweepSpec`.
+
+    Example:
+      >>> spec = load_sweep_file("experiments/compare_tiny.py", quick=True)  # doctest: +SKIP
+    """
+    path = Path(path).resolve()
+    if not path.exists():
+        raise SweepError(f"sweep file {path} does not exist")
+    module = _load_module(path, f"_gnbench_sweep_{path.stem}")
+    if not hasattr(module, "get_sweep"):
+        raise SweepError(f"{path} has no get_sweep()")
+    if quick:
+        if "quick" not in inspect.signature(module.get_sweep).parameters:
+            raise SweepError(f"{path}: get_sweep() takes no `quick` argument")
+        raw = module.get_sweep(quick=True)
+    else:
+        raw = module.get_sweep()
+    return parse_sweep(raw, path)

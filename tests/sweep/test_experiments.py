@@ -1,0 +1,27 @@
+"""The sweep files in experiments/ plan without error, with keys the base config knows."""
+
+import pytest
+
+from gnbench.sweep import load_sweep_file, make_plan
+from gnbench.sweep.spec import REPO_ROOT
+
+
+@pytest.mark.parametrize("name", ["compare_tiny", "batch_scan_tiny"])
+@pytest.mark.parametrize("quick", [False, True])
+def test_experiment_sweeps_plan(name, quick):
+    plan = make_plan(load_sweep_file(REPO_ROOT / "experiments" / f"{name}.py", quick=quick))
+    ids = [r.id for r in plan.runs]
+    assert len(ids) == len(set(ids)) > 0
+    assert plan.target_loss is not None
+    if name == "batch_scan_tiny":
+        assert plan.scan_key == "data.micro_batches"
+    if name == "compare_tiny" and not quick:
+        assert {r.method for r in plan.runs} == {
+            "adamw",
+            "muon",
+            "soap",
+            "gauss_newton",
+            "gn_prox_linear",
+            "layerwise_gn",
+        }
+        assert len(ids) == 27

@@ -1,0 +1,47 @@
+"""End to end: a 2-run sweep with the real trainer (`gnbench train`), 2 iterations each."""
+
+import json
+
+import pytest
+
+from gnbench.sweep.cli import main
+from gnbench.sweep.spec import REPO_ROOT
+
+
+# About 25 s on a quiet 2-core machine, 2 min under load: deselect with -m "not slow".
+@pytest.mark.slow
+def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "")  # One CPU device per run: the conftest's 8 cost time.
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    sweep = dict(
+        name="e2e",
+        base=str(REPO_ROOT / "experiments" / "tiny.py"),
+        overrides={
+            "train.steps": 2,
+            "train.eval_every": 1,
+            "data.micro_batches": 2,
+            "data.val_sequences": 16,
+            "wandb.mode": "disabled",
+            "data.dir": str(REPO_ROOT / "data"),
+        },
+        methods={"adamw": {"grid": {"optimizer.learning_rate": [3e-3, 1e-2]}}},
+        seeds=[0],
+        target_loss=5.9,
+    )
+    path = tmp_path / "sweep_e2e.py"
+    path.write_text(f"def get_sweep():\n    return {sweep!r}\n")
+    out = tmp_path / "out"
+    assert main([str(path), "--out", str(out), "--parallel", "1"]) == 0
+    runs = sorted((out / "e2e" / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+        assert summary["status"] == "finished" and summary["steps"] == 2
+        assert config["wandb"]["group"] == "e2e" and config["wandb"]["name"] == run.name
+    report = (out / "e2e" / "report.md").read_text()
+    assert "| adamw | learning_rate=" in report
+    # A rerun finds everything done and launches nothing.
+    before = {r: (r / "log.txt").read_text() for r in runs}
+    assert main([str(path), "--out", str(out), "--no-report"]) == 0
+    assert before == {r: (r / "log.txt").read_text() for r in runs}
