@@ -45,6 +45,22 @@ def parse_train_config(argv: list[str]):
     return fv.config
 
 
+def use_compilation_cache() -> None:
+    """JAX's persistent compilation cache (``$JAX_COMPILATION_CACHE_DIR``, default
+    ``~/.cache/gnbench/jax``): the runs of a sweep share shapes, so all but the first skip
+    compilation."""
+    import os
+
+    import jax
+
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "gnbench", "jax"
+    )
+    jax.config.update("jax_compilation_cache_dir", path)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def train_main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(
@@ -52,7 +68,11 @@ def train_main(argv: list[str]) -> int:
             "Every key, with its meaning, is in experiments/base.py."
         )
         return 0
+    from gnbench.distributed import initialize_from_environment
+
+    initialize_from_environment()  # Before any other JAX call: multi-process start-up, if any.
     cfg = parse_train_config(argv)
+    use_compilation_cache()
     from gnbench.train import train
 
     summary = train(cfg)
