@@ -1,0 +1,350 @@
+"""Full Gauss-Newton as an Optax transform: an inner first-order solve of the GN model.
+
+Each outer step fixes θ_t and (approximately) minimizes the Gauss-Newton model of the loss,
+
+    q(θ) = L(f_t) + g_zᵀ J Δ + ½ Δᵀ Jᵀ H_z J Δ + λ/2 ‖Δ‖²,     Δ = θ − θ_t,
+
+whose minimizer is θ_t − (G + λI)⁻¹ ∇L with G = Jᵀ H_z J (notation of
+:mod:`gnbench.optim.curvature`). G has as many rows as the model has parameters, so it is never
+formed and never inverted: ``q`` is minimized by an *inner* first-order optimizer (AdamW, Muon,
+...) for K inner steps, each on a fresh micro-batch, with the gradient
+
+    ∇q(Δ) = Jᵀ (g_z + H_z J Δ) + λ Δ,
+
+one linearization of the model at θ_t (forward + JVP), one output-space Hessian-vector product
+and one transposed JVP. Why this way: a Krylov solver (CG) on G would need a fixed batch and many
+products per step; the stochastic inner solve reads a new micro-batch per product, reuses
+well-tuned first-order optimizers as preconditioners of the subproblem, and is the method the
+paper studies. The damping λ is a proximal term: it pulls the inner iterate toward θ_t (with large
+λ the step tends to −∇L/λ).
+
+Outer step, as implemented (``update(grads, state, params, *, batch, ls_batch=None)``):
+
+1. Start the inner iterate. Warm start (default): at the previous inner solution θ̂_{t−1}
+   *itself* (the absolute parameters, before the line search), keeping the inner optimizer's
+   state and step count, as the paper does (METHOD.md). So if the previous line search chose
+   α < 1 the new solve starts at Δ₀ = θ̂_{t−1} − θ_t = (1 − α) d_{t−1}, and at Δ₀ = 0 if α = 1.
+   Cold start: at θ_t with a freshly initialized inner optimizer.
+2. ``lax.scan`` over the K micro-batches of ``batch`` (leading axis K): linearize at θ_t on
+   micro-batch k, take the inner gradient at the current iterate, apply one inner update.
+3. Direction d = θ̂ − θ_t. Optional line search: the true loss at θ_t + αd for each α of
+   ``line_search``, averaged over the micro-batches of ``ls_batch``; the smallest finite loss
+   wins (ties go to the larger α); if every loss is non-finite, α = 0 (no step) and the next
+   solve is cold-started so that a diverged inner solve cannot poison the next one.
+4. Return the update α·d.
+
+The inner optimizer receives ``inner_step=`` (the global inner step, counted across outer steps
+and never reset, int32) as an extra keyword argument: :func:`with_inner_schedule` uses it so that
+learning-rate schedules run over inner steps across outer steps, cold start or warm.
+
+The gradient passed to ``update`` is ignored: the transform reads only ``batch``.
+
+State metrics (``state.metrics``, float32 scalars, read by the trainer): ``true_loss`` (L at θ_t
+averaged over the K micro-batches), ``gn_model_before`` / ``gn_model_after`` (the GN model
+q, including L(f_t) and the damping term, at the first inner iterate on micro-batch 1 and at the
+last iterate whose gradient was taken on micro-batch K: by-products of the gradient evaluations,
+so free but measured on different micro-batches), ``alpha`` (1 without a line search),
+``ls_loss`` (best line-search loss or nan), ``update_norm`` (‖α d‖), and ``inner_learning_rate``
+when the inner optimizer's state exposes a ``learning_rate``.
+
+Written by hand for gnbench: no maintained package provides GN with a stochastic inner solver.
+
+Reference: Abreu, Vyas, Kakade, Morwani, "The Potential of Second-Order Optimization for LLMs: A
+Study with Full Gauss-Newton", arXiv 2510.09378 (ICLR 2026).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gnbench.optim.curvature import (
+    ApplyFn,
+    LossFn,
+    OutputRule,
+    PyTree,
+    gn_output_rule,
+    linearized_model_eval,
+)
+
+
+class GaussNewtonState(NamedTuple):
+    """State of the GN family (full, prox-linear, layerwise).
+
+    Attributes:
+      inner_params: θ̂ of the last inner solve (absolute parameters, before the line search).
+      inner_state: the inner optimizer's state (one per block for layerwise GN).
+      inner_step: global inner step count (int32), never reset; drives inner schedules.
+      metrics: float32 scalars of the last outer step (see the module docstring).
+    """
+
+    inner_params: optax.Params
+    inner_state: optax.OptState
+    inner_step: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+class InnerScheduleState(NamedTuple):
+    """State of :func:`with_inner_schedule`: the wrapped state and the last learning rate."""
+
+    learning_rate: jax.Array
+    inner_state: optax.OptState
+
+
+def with_inner_schedule(
+    inner: optax.GradientTransformation, schedule: optax.Schedule
+) -> optax.GradientTransformationExtraArgs:
+    """Scales ``inner``'s updates by ``schedule(inner_step)``, the global GN inner step.
+
+    Build ``inner`` with a unit learning rate (e.g. ``optax.adamw(1.0, ...)``): for any optimizer
+    whose update is ``−lr · direction`` (AdamW, with decoupled weight decay included; Muon) this
+    equals running it with learning rate ``schedule(inner_step)``. Unlike a schedule inside the
+    inner optimizer, it keeps running across outer steps when a cold start resets the inner state.
+
+    Args:
+      inner: the inner optimizer at learning rate 1.
+      schedule: learning rate as a function of the global inner step.
+
+    Returns:
+      A transform whose ``update`` requires the keyword argument ``inner_step``.
+
+    Example:
+      >>> tx = with_inner_schedule(optax.sgd(1.0), optax.constant_schedule(0.1))
+      >>> state = tx.init(jnp.zeros(2))
+      >>> updates, state = tx.update(jnp.ones(2), state, inner_step=jnp.array(0))
+      >>> updates
+      Array([-0.1, -0.1], dtype=float32)
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init_fn(params):
+        return InnerScheduleState(jnp.asarray(schedule(0), jnp.float32), inner.init(params))
+
+    def update_fn(updates, state, params=None, *, inner_step, **extra_args):
+        lr = jnp.asarray(schedule(inner_step), jnp.float32)
+        updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        updates = jax.tree.map(lambda u: lr.astype(u.dtype) * u, updates)
+        return updates, InnerScheduleState(lr, inner_state)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def line_search_alphas(n: int) -> tuple[float, ...]:
+    """The paper's step sizes ``α_i = 2^(−i/2)``, i = 0..n−1 (``n = 0``: no line search).
+
+    Example:
+      >>> line_search_alphas(3)
+      (1.0, 0.7071067811865476, 0.5)
+    """
+    if n < 0:
+        raise ValueError(f"line_search must be >= 0 values, got {n}")
+    return tuple(2.0 ** (-i / 2) for i in range(n))
+
+
+def _leading_axis(tree: PyTree, name: str) -> int:
+    sizes = {x.shape[0] if jnp.ndim(x) else None for x in jax.tree.leaves(tree)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"{name} leaves need one common leading (micro-batch) axis, got {sizes}")
+    return sizes.pop()
+
+
+def _learning_rate_of(inner_state: Any) -> jax.Array | None:
+    """The first scalar ``learning_rate`` in the inner state, if any (for logging)."""
+    found = optax.tree_utils.tree_get_all_with_path(inner_state, "learning_rate")
+    for _, value in found:
+        if isinstance(value, jax.Array | float) and jnp.ndim(value) == 0:
+            return jnp.asarray(value, jnp.float32)
+    return None
+
+
+def _metrics(inner_state: Any, **values: Any) -> dict[str, jax.Array]:
+    out = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+    lr = _learning_rate_of(inner_state)
+    if lr is not None:
+        out["inner_learning_rate"] = lr
+    return out
+
+
+def _gn_family(
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    *,
+    rule: OutputRule,
+    inner: optax.GradientTransformation,
+    inner_steps: int,
+    damping: float,
+    line_search: Sequence[float] | None,
+    warm_start: bool,
+    blocks: Callable[[PyTree], PyTree] | None,
+) -> optax.GradientTransformationExtraArgs:
+    """The outer loop shared by full GN, GN-prox-linear and layerwise GN (one per ``rule``)."""
+    if inner_steps < 1:
+        raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
+    if damping < 0:
+        raise ValueError(f"damping must be >= 0, got {damping}")
+    alphas = tuple(float(a) for a in (line_search or ()))
+    if any(not a > 0 for a in alphas):
+        raise ValueError(f"line_search step sizes must be > 0, got {alphas}")
+    base_inner = optax.with_extra_args_support(inner)
+
+    def make_inner(params):
+        """The inner optimizer and block labels (one inner state per block if layerwise)."""
+        if blocks is None:
+            return base_inner, None
+        labels = blocks(params)
+        names = sorted(set(jax.tree.leaves(labels)))
+        return optax.multi_transform({n: base_inner for n in names}, labels), labels
+
+    def init_fn(params):
+        tx, _ = make_inner(params)
+        inner_state = tx.init(params)
+        nan = jnp.nan
+        metrics = _metrics(
+            inner_state,
+            true_loss=nan,
+            gn_model_before=nan,
+            gn_model_after=nan,
+            alpha=nan,
+            ls_loss=nan,
+            update_norm=nan,
+        )
+        return GaussNewtonState(
+            inner_params=jax.tree.map(jnp.array, params),
+            inner_state=inner_state,
+            inner_step=jnp.zeros([], jnp.int32),
+            metrics=metrics,
+        )
+
+    def loss_at(theta, micro_batches):
+        losses = jax.lax.map(lambda mb: loss_fn(apply_fn(theta, mb), mb), micro_batches)
+        return jnp.mean(losses)
+
+    def update_fn(updates, state, params=None, *, batch=None, ls_batch=None, **extra_args):
+        del updates, extra_args  # GN reads the micro-batches, never the averaged gradient.
+        if params is None or batch is None:
+            raise ValueError("GN transforms need update(grads, state, params, batch=...)")
+        k = _leading_axis(batch, "batch")
+        if k != inner_steps:
+            raise ValueError(f"batch has {k} micro-batches, expected inner_steps={inner_steps}")
+        if alphas and ls_batch is None:
+            raise ValueError("a line search needs ls_batch= (extra micro-batches)")
+        tx, labels = make_inner(params)
+        if warm_start:
+            start, inner_state = state.inner_params, state.inner_state
+        else:
+            start, inner_state = params, tx.init(params)
+
+        def inner_step(carry, micro_batch):
+            theta, opt_state, step = carry
+            delta = jax.tree.map(jnp.subtract, theta, params)
+            ev = linearized_model_eval(
+                apply_fn,
+                loss_fn,
+                params,
+                micro_batch,
+                delta,
+                damping=damping,
+                rule=rule,
+                block_labels=labels,
+            )
+            step_updates, opt_state = tx.update(ev.grad, opt_state, theta, inner_step=step)
+            theta = optax.apply_updates(theta, step_updates)
+            return (theta, opt_state, step + 1), (ev.value, ev.loss)
+
+        (theta_hat, inner_state, step), (values_K, losses_K) = jax.lax.scan(
+            inner_step, (start, inner_state, state.inner_step), batch
+        )
+        direction = jax.tree.map(jnp.subtract, theta_hat, params)
+        if alphas:
+            _leading_axis(ls_batch, "ls_batch")
+            alpha_A = jnp.asarray(alphas)
+            ls_losses_A = jax.lax.map(
+                lambda a: loss_at(
+                    jax.tree.map(lambda p, d: p + a.astype(d.dtype) * d, params, direction),
+                    ls_batch,
+                ),
+                alpha_A,
+            )
+            finite_A = jnp.isfinite(ls_losses_A)
+            ok = jnp.any(finite_A)
+            best = jnp.argmin(jnp.where(finite_A, ls_losses_A, jnp.inf))
+            alpha = jnp.where(ok, alpha_A[best], 0.0)
+            ls_loss = jnp.where(ok, ls_losses_A[best], jnp.nan)
+            new_updates = jax.tree.map(
+                lambda d: jnp.where(ok, alpha.astype(d.dtype) * d, jnp.zeros_like(d)), direction
+            )
+            if warm_start:  # Every step size failed: cold-start the next solve.
+                keep = lambda a, b: jnp.where(ok, a, b)  # noqa: E731
+                theta_hat = jax.tree.map(keep, theta_hat, params)
+                inner_state = jax.tree.map(keep, inner_state, tx.init(params))
+        else:
+            alpha, ls_loss, new_updates = 1.0, jnp.nan, direction
+        metrics = _metrics(
+            inner_state,
+            true_loss=jnp.mean(losses_K),
+            gn_model_before=values_K[0],
+            gn_model_after=values_K[-1],
+            alpha=alpha,
+            ls_loss=ls_loss,
+            update_norm=optax.tree_utils.tree_norm(new_updates),
+        )
+        new_state = GaussNewtonState(theta_hat, inner_state, step, metrics)
+        return new_updates, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def gauss_newton(
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    *,
+    inner: optax.GradientTransformation,
+    inner_steps: int,
+    damping: float = 0.0,
+    line_search: Sequence[float] | None = None,
+    warm_start: bool = True,
+) -> optax.GradientTransformationExtraArgs:
+    """Full Gauss-Newton: K inner steps on the GN quadratic model, then an optional line search.
+
+    Args:
+      apply_fn: ``apply_fn(params, micro_batch) -> outputs`` (static, e.g. logits).
+      loss_fn: ``loss_fn(outputs, micro_batch) -> scalar mean loss`` (static).
+      inner: the inner optimizer minimizing the GN model (e.g. ``optax.adamw``, Muon); it may use
+        the extra keyword argument ``inner_step`` (see :func:`with_inner_schedule`).
+      inner_steps: K, the micro-batches per outer step (leading axis of ``batch``).
+      damping: λ ≥ 0, the proximal term λ/2 ‖θ − θ_t‖² added to the GN model.
+      line_search: step sizes α to try on ``ls_batch`` (e.g. :func:`line_search_alphas`);
+        ``None`` or empty: always α = 1.
+      warm_start: start each inner solve at the previous inner solution with the inner state
+        kept (True), or at θ_t with a fresh inner state (False).
+
+    Returns:
+      A transform with ``update(grads, state, params, *, batch, ls_batch=None)``; ``grads`` is
+      ignored. Its state is a :class:`GaussNewtonState`.
+
+    Example:
+      >>> apply_fn = lambda w, x: x @ w
+      >>> loss_fn = lambda z, x: 0.5 * jnp.mean((z - 1.0) ** 2)
+      >>> tx = gauss_newton(apply_fn, loss_fn, inner=optax.sgd(1.0), inner_steps=8)
+      >>> w = jnp.zeros(2)
+      >>> state = tx.init(w)
+      >>> batch = jnp.broadcast_to(jnp.eye(2), (8, 2, 2))
+      >>> updates, state = tx.update(None, state, w, batch=batch)
+      >>> [round(float(u), 3) for u in updates]  # 1 - 2**-8: eight halvings
+      [0.996, 0.996]
+    """
+    return _gn_family(
+        apply_fn,
+        loss_fn,
+        rule=gn_output_rule,
+        inner=inner,
+        inner_steps=inner_steps,
+        damping=damping,
+        line_search=line_search,
+        warm_start=warm_start,
+        blocks=None,
+    )
