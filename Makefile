@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format smoke bench bench-quick clean
+.PHONY: install test lint format smoke bench bench-quick clean slurm-start slurm-stop
 
 install: $(STAMP)  ## Create .venv and install gnbench with its dev tools (idempotent).
 
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 
 test: install  ## Run the test suite.
 	$(BIN)/pytest -q tests
+
+# A throwaway one-node SLURM cluster on loopback (needs slurm-wlm and root); then
+# `export SLURM_CONF=$(SLURM_DIR)/slurm.conf` and `make test` uses it for tests/launch/.
+SLURM_DIR ?= /tmp/gnbench-slurm
+
+slurm-start:  ## Start the local SLURM cluster (launch/local_slurm.sh) under $(SLURM_DIR).
+	launch/local_slurm.sh start $(SLURM_DIR)
+
+slurm-stop:  ## Stop it.
+	launch/local_slurm.sh stop $(SLURM_DIR)
 
 lint: install  ## ruff lint and format check.
 	$(BIN)/ruff check gnbench tests experiments benchmarks launch

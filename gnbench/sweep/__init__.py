@@ -6,6 +6,7 @@ Example:
   >>> make_executor("dry-run").execute(plan, Path("runs") / plan.name)  # doctest: +SKIP
 """
 
+from gnbench.sweep import slurm  # noqa: F401  (registers the "slurm" executor)
 from gnbench.sweep.executors import (
     EXECUTORS,
     TRAINER_CMD,

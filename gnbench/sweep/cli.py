@@ -3,6 +3,7 @@
     gnbench sweep experiments/compare_tiny.py                     # local, report at the end
     gnbench sweep experiments/compare_tiny.py --executor dry-run  # show runs and commands
     gnbench sweep experiments/compare_tiny.py --quick             # get_sweep(quick=True)
+    gnbench sweep experiments/compare_tiny.py --executor slurm --partition gpu --time 04:00:00
 
 Results go to ``<out>/<sweep name>/`` (``plan.json``, ``status.json``, ``runs/<run id>/``,
 ``report.md``). Rerunning the same command skips finished runs, resumes the others and retries
@@ -39,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         "--parallel",
         type=int,
         default=None,
-        help="runs at once for the local executor (default: half the cores, >= 1)",
+        help="runs at once (local: default half the cores; slurm: array throttle, default none)",
     )
     p.add_argument("--out", default="runs", help="root folder of sweeps (default runs)")
     p.add_argument("--quick", action="store_true", help="the sweep's small variant")
@@ -50,7 +51,42 @@ def _parser() -> argparse.ArgumentParser:
         help="command training one run, before its --config arguments "
         f"(default: {shlex.join(TRAINER_CMD)})",
     )
+    g = p.add_argument_group("--executor slurm (one array job; --parallel caps tasks at once)")
+    g.add_argument("--partition", default=None, help="partition (default: the cluster's)")
+    g.add_argument("--time", default=None, help="time limit of one run, e.g. 04:00:00")
+    g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task")
+    g.add_argument("--mem", default=None, help="memory per node, e.g. 32G")
+    g.add_argument("--nodes", type=int, default=None, help="nodes per run (default 1)")
+    g.add_argument(
+        "--ntasks-per-node",
+        type=int,
+        default=None,
+        help="trainer processes per node (default 1; > 1 in all: srun + jax.distributed)",
+    )
+    g.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=None,
+        help="extra #SBATCH option, repeatable, e.g. --sbatch-arg=--gpus-per-node=8",
+    )
+    g.add_argument("--poll-seconds", type=float, default=None, help="squeue poll (default 5)")
+    g.add_argument(
+        "--slurm-dry-run", action="store_true", help="print the sbatch script; submit nothing"
+    )
     return p
+
+
+SLURM_FLAGS = {  # argparse dest -> SlurmExecutor keyword
+    "partition": "partition",
+    "time": "time_limit",
+    "cpus_per_task": "cpus_per_task",
+    "mem": "mem",
+    "nodes": "nodes",
+    "ntasks_per_node": "ntasks_per_node",
+    "sbatch_arg": "sbatch_args",
+    "poll_seconds": "poll_seconds",
+    "slurm_dry_run": "dry_run",
+}
 
 
 def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
@@ -70,14 +106,21 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.trainer_cmd:
         trainer_cmd = shlex.split(args.trainer_cmd)
+    slurm = {kw: getattr(args, dest) for dest, kw in SLURM_FLAGS.items() if getattr(args, dest)}
+    if slurm and args.executor != "slurm":
+        flags = ", ".join("--" + d.replace("_", "-") for d in SLURM_FLAGS if getattr(args, d))
+        print(f"gnbench sweep: {flags} only apply to --executor slurm", file=sys.stderr)
+        return 2
     try:
-        executor = make_executor(args.executor, trainer_cmd=trainer_cmd, parallel=args.parallel)
+        executor = make_executor(
+            args.executor, trainer_cmd=trainer_cmd, parallel=args.parallel, **slurm
+        )
         plan = make_plan(load_sweep_file(args.sweep_file, quick=args.quick))
     except (SweepError, ValueError) as e:
         print(f"gnbench sweep: {e}", file=sys.stderr)
         return 2
     sweep_dir = Path(args.out) / plan.name
-    if args.executor == "dry-run":
+    if args.executor == "dry-run" or args.slurm_dry_run:
         executor.execute(plan, sweep_dir)
         return 0
     write_plan(plan, sweep_dir)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from gnbench import data as gdata
 from gnbench import optim
+from gnbench.distributed import first_process_first
 from gnbench.model import get_model_config
 from gnbench.model.sharding import batch_sharding, make_mesh
 from gnbench.tracking import JsonlTracker, MultiTracker, WandbTracker
@@ -88,11 +89,14 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
             f"use a multiple of {mesh.size}"
         )
     tokens = gdata.TokenFile.open(
-        gdata.ensure_prepared(
-            cfg.data.source,
-            tokenizer=cfg.data.tokenizer,
-            vocab_size=cfg.data.vocab_size,
-            base=cfg.data.dir,
+        first_process_first(  # Many processes: one tokenizes the corpus, the others reuse it.
+            lambda: gdata.ensure_prepared(
+                cfg.data.source,
+                tokenizer=cfg.data.tokenizer,
+                vocab_size=cfg.data.vocab_size,
+                base=cfg.data.dir,
+            ),
+            "prepare-data",
         )
     )
     model_cfg = get_model_config(
