@@ -82,7 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.num_devices = -1  # Use the first N devices of jax.devices(); -1 = all of them.
 
     c.wandb = ml_collections.ConfigDict()
-    c.wandb.mode = "auto"  # auto (online with WANDB_API_KEY, else offline) | online | offline | disabled.
+    # auto: $WANDB_MODE if set, else online with WANDB_API_KEY, else offline | online | offline |
+    # disabled.
+    c.wandb.mode = "auto"
     c.wandb.project = "gnbench"  # wandb project.
     c.wandb.group = ""  # wandb group (a sweep sets it to the sweep name).
     c.wandb.name = ""  # wandb run name ("" = the workdir's name).

@@ -1,6 +1,6 @@
 """The CPU default: the tiny model (~0.85M parameters) with AdamW on byte-level Shakespeare.
 
-    gnbench train --config experiments/tiny.py
+gnbench train --config experiments/tiny.py
 """
 
 from experiments import base
