@@ -1,5 +1,35 @@
-"""Optax gradient transformations benchmarked by gnbench, and the registry that builds them."""
+"""Optax gradient transformations benchmarked by gnbench, and the registry that builds them.
 
+Example:
+  >>> import optax
+  >>> from gnbench import optim
+  >>> tx = optim.gauss_newton(lambda p, x: x @ p, lambda y, x: (y ** 2).mean(),   # doctest: +SKIP
+  ...                         inner=optax.adam(1e-3), inner_steps=4)
+"""
+
+from gnbench.optim.curvature import gn_vector_product
+from gnbench.optim.gauss_newton import GaussNewtonState, gauss_newton, line_search_alphas
+from gnbench.optim.layerwise import layerwise_gauss_newton, transformer_blocks
+from gnbench.optim.muon import muon, orthogonalize
+from gnbench.optim.prox_linear import gn_prox_linear
 from gnbench.optim.registry import BuildContext, Optimizer, build, known_optimizers
+from gnbench.optim.soap import SoapState, scale_by_soap, soap
 
-__all__ = ["BuildContext", "Optimizer", "build", "known_optimizers"]
+__all__ = [
+    "BuildContext",
+    "GaussNewtonState",
+    "Optimizer",
+    "SoapState",
+    "build",
+    "gauss_newton",
+    "gn_prox_linear",
+    "gn_vector_product",
+    "known_optimizers",
+    "layerwise_gauss_newton",
+    "line_search_alphas",
+    "muon",
+    "orthogonalize",
+    "scale_by_soap",
+    "soap",
+    "transformer_blocks",
+]

@@ -35,8 +35,9 @@ class BuildContext:
       micro_batches: K, the micro-batches in one iteration (GN runs K inner steps).
       apply_fn: ``apply_fn(params, micro_batch) -> outputs`` (needed by the GN family).
       loss_fn: ``loss_fn(outputs, micro_batch) -> scalar mean loss`` (needed by the GN family).
-      param_labels: optional callable ``params -> pytree of str`` routing parameters (Muon, layerwise
-        GN); ``None`` means the gnbench transformer's default routing.
+      param_labels: optional callable ``params -> pytree of "muon"/"adam"`` routing parameters
+        for Muon (also as GN's inner optimizer); ``None`` means the gnbench transformer's
+        default routing.
     """
 
     total_steps: int
@@ -99,9 +100,7 @@ def build(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
     return _BUILDERS[cfg.name](cfg, ctx)
 
 
-def schedule(
-    peak: float, total_steps: int, warmup_steps: int, kind: str
-) -> optax.Schedule:
+def schedule(peak: float, total_steps: int, warmup_steps: int, kind: str) -> optax.Schedule:
     """Learning-rate schedule by name: ``warmup_cosine`` (to 10% of peak) or ``constant``."""
     if kind == "constant":
         return optax.constant_schedule(peak)
@@ -134,16 +133,232 @@ def _adamw(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
     def make(learning_rate):
         return optax.chain(
             clip(cfg.grad_clip),
-            optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                        weight_decay=cfg.weight_decay),
+            optax.adamw(
+                learning_rate, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay
+            ),
         )
 
     return Optimizer(
         tx=optax.with_extra_args_support(make(lr)),
-        hparams=dict(name="adamw", learning_rate=cfg.learning_rate, b1=cfg.b1, b2=cfg.b2,
-                     weight_decay=cfg.weight_decay, grad_clip=cfg.grad_clip),
+        hparams=dict(
+            name="adamw",
+            learning_rate=cfg.learning_rate,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
+        ),
         grad_equivalents=float(ctx.micro_batches),
     )
 
 
 # Further optimizers register below (issue 3: muon, soap; issue 4: the Gauss-Newton family).
+
+
+@register("muon")
+def _muon(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
+    from gnbench.optim.muon import muon
+
+    m = cfg.muon
+    lr = schedule(cfg.learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
+    adam_lr = schedule(m.adam_learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
+
+    @optax.inject_hyperparams
+    def make(learning_rate, adam_learning_rate):
+        return optax.chain(
+            clip(cfg.grad_clip),
+            muon(
+                learning_rate,
+                adam_learning_rate=adam_learning_rate,
+                momentum=m.momentum,
+                nesterov=m.nesterov,
+                ns_steps=m.ns_steps,
+                weight_decay=cfg.weight_decay,
+                adam_b1=cfg.b1,
+                adam_b2=cfg.b2,
+                adam_eps=cfg.eps,
+                adam_weight_decay=m.adam_weight_decay,
+                labels=ctx.param_labels,
+            ),
+        )
+
+    return Optimizer(
+        tx=optax.with_extra_args_support(make(lr, adam_lr)),
+        hparams=dict(
+            name="muon",
+            learning_rate=cfg.learning_rate,
+            adam_learning_rate=m.adam_learning_rate,
+            momentum=m.momentum,
+            nesterov=m.nesterov,
+            ns_steps=m.ns_steps,
+            weight_decay=cfg.weight_decay,
+            adam_weight_decay=m.adam_weight_decay,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            grad_clip=cfg.grad_clip,
+        ),
+        grad_equivalents=float(ctx.micro_batches),
+    )
+
+
+@register("soap")
+def _soap(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
+    from gnbench.optim.soap import soap
+
+    s = cfg.soap
+    lr = schedule(cfg.learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
+    shampoo_beta = None if s.shampoo_beta < 0 else s.shampoo_beta
+
+    @optax.inject_hyperparams
+    def make(learning_rate):
+        return optax.chain(
+            clip(cfg.grad_clip),
+            soap(
+                learning_rate,
+                b1=cfg.b1,
+                b2=cfg.b2,
+                shampoo_beta=shampoo_beta,
+                eps=cfg.eps,
+                weight_decay=cfg.weight_decay,
+                precondition_frequency=s.precondition_frequency,
+                max_precond_dim=s.max_precond_dim,
+                merge_dims=s.merge_dims,
+                precondition_1d=s.precondition_1d,
+                normalize_grads=s.normalize_grads,
+                correct_bias=s.correct_bias,
+            ),
+        )
+
+    return Optimizer(
+        tx=optax.with_extra_args_support(make(lr)),
+        hparams=dict(
+            name="soap",
+            learning_rate=cfg.learning_rate,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            shampoo_beta=cfg.b2 if shampoo_beta is None else shampoo_beta,
+            weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
+            precondition_frequency=s.precondition_frequency,
+            max_precond_dim=s.max_precond_dim,
+            merge_dims=s.merge_dims,
+            precondition_1d=s.precondition_1d,
+            normalize_grads=s.normalize_grads,
+        ),
+        grad_equivalents=float(ctx.micro_batches),
+    )
+
+
+# --- The Gauss-Newton family (issue 4) ---------------------------------------------------------
+
+
+def _gn_inner_schedule(g: ml_collections.ConfigDict, ctx: BuildContext) -> optax.Schedule:
+    """Inner learning rate as a function of the global inner step (across outer steps)."""
+    import jax.numpy as jnp
+
+    k, peak, warmup = ctx.micro_batches, g.inner_learning_rate, g.inner_warmup_steps
+    if g.inner_schedule == "global_cosine":
+        return schedule(peak, ctx.total_steps * k, warmup, "warmup_cosine")
+    if g.inner_schedule == "constant":
+        return schedule(peak, ctx.total_steps * k, warmup, "constant")
+    if g.inner_schedule == "cosine_per_outer":
+        within = optax.cosine_decay_schedule(1.0, decay_steps=k, alpha=0.1)
+
+        def per_outer(step):
+            ramp = jnp.minimum(1.0, step / warmup) if warmup > 0 else 1.0
+            return peak * ramp * within(step % k)
+
+        return per_outer
+    raise ValueError(
+        f"unknown inner_schedule {g.inner_schedule!r}; valid: 'global_cosine', "
+        "'cosine_per_outer', 'constant'"
+    )
+
+
+def _gn_inner(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> optax.GradientTransformation:
+    """The inner optimizer at unit learning rate, scaled by the inner schedule."""
+    from gnbench.optim.gauss_newton import with_inner_schedule
+
+    g = cfg.gn
+    if g.inner == "adamw":
+        base = optax.adamw(
+            1.0, b1=g.inner_b1, b2=g.inner_b2, eps=cfg.eps, weight_decay=g.inner_weight_decay
+        )
+    elif g.inner == "muon":
+        from gnbench.optim.muon import muon
+
+        base = muon(
+            1.0,
+            adam_learning_rate=g.inner_adam_learning_rate / g.inner_learning_rate,
+            momentum=cfg.muon.momentum,
+            nesterov=cfg.muon.nesterov,
+            ns_steps=cfg.muon.ns_steps,
+            weight_decay=g.inner_weight_decay,
+            adam_b1=g.inner_b1,
+            adam_b2=g.inner_b2,
+            adam_eps=cfg.eps,
+            adam_weight_decay=g.inner_weight_decay,
+            labels=ctx.param_labels,
+        )
+    else:
+        raise ValueError(f"unknown gn.inner {g.inner!r}; valid: 'adamw', 'muon'")
+    return with_inner_schedule(base, _gn_inner_schedule(g, ctx))
+
+
+def _gn_builder(name: str, method: str, objective: str, step_cost_field: str) -> Builder:
+    def build_gn(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
+        from gnbench.optim.gauss_newton import gauss_newton, line_search_alphas
+        from gnbench.optim.layerwise import layerwise_gauss_newton
+        from gnbench.optim.prox_linear import gn_prox_linear
+
+        if ctx.apply_fn is None or ctx.loss_fn is None:
+            raise ValueError(f"optimizer {name!r} needs BuildContext.apply_fn and loss_fn")
+        g, k = cfg.gn, ctx.micro_batches
+        kwargs = dict(
+            inner=_gn_inner(cfg, ctx),
+            inner_steps=k,
+            damping=g.damping,
+            line_search=line_search_alphas(g.line_search),
+            warm_start=g.warm_start,
+        )
+        if method == "layerwise":
+            tx = layerwise_gauss_newton(ctx.apply_fn, ctx.loss_fn, objective=objective, **kwargs)
+        elif objective == "prox_linear":
+            tx = gn_prox_linear(ctx.apply_fn, ctx.loss_fn, **kwargs)
+        else:
+            tx = gauss_newton(ctx.apply_fn, ctx.loss_fn, **kwargs)
+        ls_micro_batches = k if g.line_search else 0
+        step_cost = g[step_cost_field]
+        return Optimizer(
+            tx=tx,
+            hparams=dict(
+                name=name,
+                inner=g.inner,
+                inner_learning_rate=g.inner_learning_rate,
+                inner_schedule=g.inner_schedule,
+                inner_warmup_steps=g.inner_warmup_steps,
+                inner_b1=g.inner_b1,
+                inner_b2=g.inner_b2,
+                inner_steps=k,
+                damping=g.damping,
+                line_search=g.line_search,
+                warm_start=g.warm_start,
+                inner_step_cost=step_cost,
+            ),
+            ls_micro_batches=ls_micro_batches,
+            grad_equivalents=float(
+                k * step_cost + g.line_search * ls_micro_batches * g.ls_forward_cost
+            ),
+        )
+
+    return build_gn
+
+
+register("gauss_newton")(_gn_builder("gauss_newton", "full", "gn", "inner_step_cost"))
+register("gn_prox_linear")(_gn_builder("gn_prox_linear", "full", "prox_linear", "inner_step_cost"))
+register("layerwise_gn")(
+    _gn_builder("layerwise_gn", "layerwise", "gn", "layerwise_inner_step_cost")
+)
+register("layerwise_prox_linear")(
+    _gn_builder("layerwise_prox_linear", "layerwise", "prox_linear", "layerwise_inner_step_cost")
+)
