@@ -42,8 +42,8 @@ runs once, on the first call. ``normalize_grads`` divides :math:`N` by its root 
 as the reference does.
 
 All state is arrays in pytrees parallel to the parameters (``m`` and ``v`` have the parameter's
-shape; each statistic and basis is a ``(d_i, d_i)`` matrix, or a ``(0, 0)`` placeholder for an
-axis that is not rotated), so :func:`gnbench.model.sharding.state_shardings` shards it like the
+shape; each statistic and basis is a ``(d_i, d_i)`` matrix, or ``None`` for an axis that is not
+rotated, so checkpoints never hold empty arrays), so :func:`gnbench.model.sharding.state_shardings` shards it like the
 parameters. The basis refresh sits under ``lax.cond``: one compiled update serves every step.
 """
 
@@ -66,7 +66,7 @@ class SoapState(NamedTuple):
       mu: first moment, in the rotated basis, shaped like the parameters.
       nu: second moment, in the rotated basis, shaped like the parameters.
       stats: per parameter, a tuple with one ``(d_i, d_i)`` statistic per axis of the working
-        shape (``(0, 0)`` when that axis is not rotated).
+        shape (``None`` when that axis is not rotated).
       bases: per parameter, the matching tuple of orthogonal bases.
     """
 
@@ -182,11 +182,11 @@ def scale_by_soap(
             work, rotated = layout(p.shape)
             dt = state_dtype(p)
             return tuple(
-                jnp.zeros((d, d) if r else (0, 0), dt) for d, r in zip(work, rotated, strict=True)
+                jnp.zeros((d, d), dt) if r else None for d, r in zip(work, rotated, strict=True)
             )
 
         def eyes(p):
-            return tuple(jnp.eye(f.shape[0], dtype=f.dtype) if f.size else f for f in factors(p))
+            return tuple(jnp.eye(f.shape[0], dtype=f.dtype) if f is not None else None for f in factors(p))
 
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, state_dtype(p)), params)
         return SoapState(
@@ -223,7 +223,7 @@ def scale_by_soap(
         def first(_):
             stats1 = new_stats()
             bases1 = [
-                tuple(_descending_eigenvectors(si) if si.size else si for si in s) for s in stats1
+                tuple(_descending_eigenvectors(si) if si is not None else None for si in s) for s in stats1
             ]
             zero = [jnp.zeros_like(m) for m in mus]
             return zero, mus, nus, stats1, bases1
