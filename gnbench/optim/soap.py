@@ -43,8 +43,9 @@ as the reference does.
 
 All state is arrays in pytrees parallel to the parameters (``m`` and ``v`` have the parameter's
 shape; each statistic and basis is a ``(d_i, d_i)`` matrix, or ``None`` for an axis that is not
-rotated, so checkpoints never hold empty arrays), so :func:`gnbench.model.sharding.state_shardings` shards it like the
-parameters. The basis refresh sits under ``lax.cond``: one compiled update serves every step.
+rotated, so checkpoints never hold empty arrays), and
+:func:`gnbench.model.sharding.state_shardings` shards it like the parameters. The basis refresh
+sits under ``lax.cond``: one compiled update serves every step.
 """
 
 from __future__ import annotations
@@ -186,7 +187,9 @@ def scale_by_soap(
             )
 
         def eyes(p):
-            return tuple(jnp.eye(f.shape[0], dtype=f.dtype) if f is not None else None for f in factors(p))
+            return tuple(
+                jnp.eye(f.shape[0], dtype=f.dtype) if f is not None else None for f in factors(p)
+            )
 
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, state_dtype(p)), params)
         return SoapState(
@@ -223,7 +226,8 @@ def scale_by_soap(
         def first(_):
             stats1 = new_stats()
             bases1 = [
-                tuple(_descending_eigenvectors(si) if si is not None else None for si in s) for s in stats1
+                tuple(_descending_eigenvectors(si) if si is not None else None for si in s)
+                for s in stats1
             ]
             zero = [jnp.zeros_like(m) for m in mus]
             return zero, mus, nus, stats1, bases1

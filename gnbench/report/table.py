@@ -70,7 +70,13 @@ def methods_table(rows: list[MethodRow]) -> str:
         cells = [row.method, fmt_setting(row.setting), f"{row.reached}/{len(row.runs)}"]
         cells += [_spread_cell(row.to_target[u], u) for u in UNITS]
         cells.append(fmt(row.final_loss))
-        cells.append(" / ".join(fmt(row.speedup[u], "speedup") for u in UNITS))
+        cells.append(
+            " / ".join(
+                (">" if row.speedup_bound.get(u) and row.speedup[u] is not None else "")
+                + fmt(row.speedup[u], "speedup")
+                for u in UNITS
+            )
+        )
         cells.append("—" if row.p_value is None else f"{row.p_value:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

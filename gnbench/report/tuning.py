@@ -8,8 +8,9 @@ Only runs that are done (finished or diverged) take part.
 
 The row of a tuned method reports its cost to the target in each unit as median [min, max] over
 seeds, the seeds that reached it, the median final loss, the speedup over tuned AdamW (AdamW's
-median / the method's median, per unit) and a one-sided exact Mann-Whitney U p-value for "fewer
-iterations than AdamW" (with at least two seeds on each side).
+median / the method's median, per unit; when AdamW never reached the target, its median spend at
+the budget / the method's median, a lower bound shown as ``>``) and a one-sided exact
+Mann-Whitney U p-value for "fewer iterations than AdamW" (with at least two seeds on each side).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ class MethodRow:
       runs: its runs over seeds.
       to_target: unit -> (median, min, max) over seeds (``inf`` = not reached).
       final_loss: median final validation loss.
-      speedup: unit -> baseline median / this median (``None`` if undefined).
+      speedup: unit -> baseline median / this median (``None`` if undefined). When the
+        baseline never reached the target, the baseline's spend at its last evaluation over
+        this median: a lower bound, flagged in ``speedup_bound``.
+      speedup_bound: unit -> whether ``speedup`` is only a lower bound.
       p_value: one-sided Mann-Whitney U p-value vs the baseline, or ``None``.
     """
 
@@ -44,6 +48,7 @@ class MethodRow:
     final_loss: float
     speedup: dict[str, float | None]
     p_value: float | None
+    speedup_bound: dict[str, bool] = dataclasses.field(default_factory=dict)
 
     @property
     def reached(self) -> int:
@@ -97,9 +102,12 @@ def select_best(results: list[RunResult]) -> dict[tuple[str, Any], list[RunResul
 def _ratio(base: float, value: float) -> float | None:
     if math.isinf(value):
         return None  # The method never got there: no speedup to report.
-    if math.isinf(base):
-        return math.inf
     return base / value if value > 0 else None
+
+
+def _spent(run: RunResult, unit: str) -> float:
+    """What a run had spent in ``unit`` at its last evaluation (0 with none)."""
+    return float(run.evals[-1].get(unit, 0.0)) if run.evals else 0.0
 
 
 def summarize(results: list[RunResult], baseline: str = "adamw") -> list[MethodRow]:
@@ -118,9 +126,16 @@ def summarize(results: list[RunResult], baseline: str = "adamw") -> list[MethodR
         base_runs = best.get((baseline, scan_value))
         to_target = {u: spread([r.to_target[u] for r in runs]) for u in UNITS}
         speedup: dict[str, float | None] = {}
+        bound: dict[str, bool] = {}
         for u in UNITS:
-            b = median([r.to_target[u] for r in base_runs]) if base_runs else math.inf
-            speedup[u] = _ratio(b, to_target[u][0]) if base_runs else None
+            if not base_runs:
+                speedup[u], bound[u] = None, False
+                continue
+            b = median([r.to_target[u] for r in base_runs])
+            bound[u] = math.isinf(b)
+            if bound[u]:  # The baseline never got there: it spent at least its budget.
+                b = median([_spent(r, u) for r in base_runs])
+            speedup[u] = _ratio(b, to_target[u][0])
         p_value = None
         if base_runs and method != baseline and len(runs) >= 2 and len(base_runs) >= 2:
             p_value = mann_whitney_less(
@@ -137,6 +152,7 @@ def summarize(results: list[RunResult], baseline: str = "adamw") -> list[MethodR
                 final_loss=median(finals),
                 speedup=speedup,
                 p_value=p_value,
+                speedup_bound=bound,
             )
         )
     return rows

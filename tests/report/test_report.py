@@ -111,11 +111,26 @@ def test_rows_spreads_speedups_and_p_values(results):
     assert (adamw.reached, gn.reached) == (3, 3)
     assert adamw.final_loss == pytest.approx(2.35) and gn.final_loss == pytest.approx(2.20)
     assert adamw.speedup == {"step": 1, "tokens": 1, "grad_equivalents": 1, "wall_clock": 1}
+    assert not any(gn.speedup_bound.values())
     assert gn.speedup == pytest.approx(
         {"step": 2.0, "tokens": 8000 / 6000, "grad_equivalents": 1.6, "wall_clock": 1.6}
     )
     # Pooled [4,4,6 | 6,8,10]: mid-ranks give U = 0.5; 2 of the 20 splits have U <= 0.5.
     assert gn.p_value == pytest.approx(0.1) and adamw.p_value is None
+
+
+def test_speedup_is_a_lower_bound_when_adamw_never_reaches(tmp_path):
+    runs = [("adamw", ADAMW_A, s, None, 2.6, "finished") for s in range(3)]
+    runs += [("gn", GN_X, s, 4, 2.2, "finished") for s in range(3)]
+    _, results = sweep_results(load_sweep(write_sweep(tmp_path / "slow", runs=runs)))
+    gn = {r.method: r for r in summarize(results)}["gn"]
+    # AdamW spent its budget (10 iterations: 10000 tokens, 80 grad-eq, 20 s) without reaching.
+    assert gn.speedup == pytest.approx(
+        {"step": 10 / 4, "tokens": 10000 / 6000, "grad_equivalents": 2.0, "wall_clock": 2.0}
+    )
+    assert all(gn.speedup_bound.values())
+    report_main([str(tmp_path / "slow")])
+    assert ">2.50× / >1.67× / >2.00× / >2.00×" in (tmp_path / "slow" / "report.md").read_text()
 
 
 def test_exact_mann_whitney_against_hand_values_and_scipy():

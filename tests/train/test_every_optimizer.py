@@ -39,7 +39,5 @@ def test_optimizer_trains_and_resumes_from_its_checkpoint(name, make_config, tmp
     second = records(tmp_path)
     assert [(r["kind"], r["step"]) for r in second] == [(r["kind"], r["step"]) for r in first]
     key = lambda r: r.get("loss", r.get("val_loss"))  # noqa: E731
-    np.testing.assert_allclose(
-        [key(r) for r in second], [key(r) for r in first], rtol=0, atol=1e-5
-    )
+    np.testing.assert_allclose([key(r) for r in second], [key(r) for r in first], rtol=0, atol=1e-5)
     assert again["final_val_loss"] == pytest.approx(summary["final_val_loss"], abs=1e-5)
