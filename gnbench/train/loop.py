@@ -162,7 +162,7 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     if main_process:
         print(
             f"gnbench: {cfg.optimizer.name} on {cfg.model.name} ({tokens.source}), "
-            f"{mesh.size} devices, outputs in {workdir}"
+            f"{mesh.size} device{'s' if mesh.size > 1 else ''}, outputs in {workdir}"
         )
 
     def evaluate(step: int) -> float:

@@ -13,7 +13,7 @@ import pytest
 
 from gnbench.data import ensure_prepared
 from gnbench.sweep.spec import REPO_ROOT
-from tests.train.conftest import WORDS
+from tests.english_corpus import write_corpus
 
 LOCAL_SLURM = REPO_ROOT / "launch" / "local_slurm.sh"
 # The tiny fast run every test here trains (4 iterations of 2 micro-batches of 8 x 16 tokens).
@@ -34,13 +34,7 @@ TINY = {
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     """``{"data.source": ..., "data.dir": ...}`` of a small corpus, prepared once (byte-level)."""
-    folder = tmp_path_factory.mktemp("launch_corpus")
-    for d in range(12):
-        lines = []
-        for i in range(60):
-            start = (d * 7 + i * 3) % len(WORDS)
-            lines.append(" ".join(WORDS[start:] + WORDS[:start])[: 40 + (i * 11) % 50] + ".")
-        (folder / f"doc{d:02d}.txt").write_text("\n".join(lines) + "\n")
+    folder = write_corpus(tmp_path_factory.mktemp("launch_corpus"))
     data_dir = tmp_path_factory.mktemp("launch_data")
     ensure_prepared(str(folder), tokenizer="byte", base=data_dir)
     return {"data.source": str(folder), "data.dir": str(data_dir)}

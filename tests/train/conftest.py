@@ -3,24 +3,13 @@
 import pytest
 
 from experiments import tiny
-
-WORDS = (
-    "the king shall speak to his people and the queen shall answer him with grace while "
-    "the fool laughs at them all in the hall of the castle by the sea"
-).split()
+from tests.english_corpus import write_corpus
 
 
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory):
     """A folder of 12 small documents of English-like text (deterministic)."""
-    folder = tmp_path_factory.mktemp("corpus")
-    for d in range(12):
-        lines = []
-        for i in range(60):
-            start = (d * 7 + i * 3) % len(WORDS)
-            lines.append(" ".join(WORDS[start:] + WORDS[:start])[: 40 + (i * 11) % 50] + ".")
-        (folder / f"doc{d:02d}.txt").write_text("\n".join(lines) + "\n")
-    return folder
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture
