@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 from gnbench.report.results import UNITS
 from gnbench.report.tuning import MethodRow
@@ -74,6 +75,8 @@ def plot_curves(rows: list[MethodRow], target: float, path: str | Path) -> Path:
                 )
         ax.axhline(target, color="k", ls="--", lw=0.8)
         ax.set_xlabel(label)
+        if unit == "tokens":
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, not 200000
         ax.set_ylabel("validation loss (nats/token)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
