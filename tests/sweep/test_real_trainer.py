@@ -1,18 +1,24 @@
-"""End to end: a 2-run sweep with the real trainer (`gnbench train`), 2 iterations each."""
+"""End to end: a 2-run sweep with the real trainer (`gnbench train`), 2 iterations each, logging
+to wandb offline: both runs share the sweep's group and carry the config and every unit."""
 
+import glob
 import json
 
 import pytest
 
 from gnbench.sweep.cli import main
 from gnbench.sweep.spec import REPO_ROOT
+from tests.wandb_records import history_and_config
+
+UNITS = ("step", "tokens", "grad_equivalents", "wall_clock")
 
 
 # About 25 s on a quiet 2-core machine, 2 min under load: deselect with -m "not slow".
 @pytest.mark.slow
 def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")  # One CPU device per run: the conftest's 8 cost time.
-    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # The config's mode decides.
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
     sweep = dict(
         name="e2e",
         base=str(REPO_ROOT / "experiments" / "tiny.py"),
@@ -21,7 +27,7 @@ def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
             "train.eval_every": 1,
             "data.micro_batches": 2,
             "data.val_sequences": 16,
-            "wandb.mode": "disabled",
+            "wandb.mode": "offline",
             "data.dir": str(REPO_ROOT / "data"),
         },
         methods={"adamw": {"grid": {"optimizer.learning_rate": [3e-3, 1e-2]}}},
@@ -39,6 +45,20 @@ def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
         config = json.loads((run / "config.json").read_text())
         assert summary["status"] == "finished" and summary["steps"] == 2
         assert config["wandb"]["group"] == "e2e" and config["wandb"]["name"] == run.name
+        files = glob.glob(str(run / "wandb" / "offline-run-*" / "*.wandb"))
+        assert len(files) == 1, files
+        rows, wb_config, group = history_and_config(files[0])
+        assert group == "e2e"
+        assert wb_config["optimizer"]["learning_rate"] == config["optimizer"]["learning_rate"]
+        metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        for kind in ("train", "eval"):
+            logged = [r for r in rows if f"{kind}/tokens" in r]
+            want = [m for m in metrics if m["kind"] == kind]
+            assert len(logged) == len(want) > 0
+            for unit in UNITS:
+                # The iteration is wandb's own step axis; the other units are logged series.
+                got = [r["_step" if unit == "step" else f"{kind}/{unit}"] for r in logged]
+                assert got == pytest.approx([m[unit] for m in want]), (kind, unit)
     report = (out / "e2e" / "report.md").read_text()
     assert "| adamw | learning_rate=" in report
     # A rerun finds everything done and launches nothing.
