@@ -1,5 +1,6 @@
-"""End to end: a 2-run sweep with the real trainer (`gnbench train`), 2 iterations each, logging
-to wandb offline: both runs share the sweep's group and carry the config and every unit."""
+"""End to end: a 2-run sweep with the real trainer (`gnbench train`), 2 iterations each, from a
+shared AdamW warm-up run, logging to wandb offline: both runs start from the warm-up's
+parameters, share the sweep's group and carry the config and every unit."""
 
 import glob
 import json
@@ -33,24 +34,33 @@ def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
         methods={"adamw": {"grid": {"optimizer.learning_rate": [3e-3, 1e-2]}}},
         seeds=[0],
         target_loss=5.9,
+        warmup={"steps": 2},
     )
     path = tmp_path / "sweep_e2e.py"
     path.write_text(f"def get_sweep():\n    return {sweep!r}\n")
     out = tmp_path / "out"
     assert main([str(path), "--out", str(out), "--parallel", "1"]) == 0
-    runs = sorted((out / "e2e" / "runs").iterdir())
+    folders = sorted((out / "e2e" / "runs").iterdir())
+    warmup = next(p for p in folders if p.name.startswith("warmup-"))
+    runs = [p for p in folders if p != warmup]
     assert len(runs) == 2
+    warm_evals = [json.loads(x) for x in (warmup / "metrics.jsonl").read_text().splitlines()]
+    warm_final = [r["val_loss"] for r in warm_evals if r["kind"] == "eval"][-1]
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
         config = json.loads((run / "config.json").read_text())
         assert summary["status"] == "finished" and summary["steps"] == 2
         assert config["wandb"]["group"] == "e2e" and config["wandb"]["name"] == run.name
+        assert config["train"]["init_from"] == str(warmup.resolve())
         files = glob.glob(str(run / "wandb" / "offline-run-*" / "*.wandb"))
         assert len(files) == 1, files
         rows, wb_config, group = history_and_config(files[0])
         assert group == "e2e"
         assert wb_config["optimizer"]["learning_rate"] == config["optimizer"]["learning_rate"]
         metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        first_eval = next(m for m in metrics if m["kind"] == "eval")
+        assert first_eval["step"] == 0  # Fresh counters and optimizer, warmed-up parameters:
+        assert first_eval["val_loss"] == pytest.approx(warm_final, abs=1e-5)
         for kind in ("train", "eval"):
             logged = [r for r in rows if f"{kind}/tokens" in r]
             want = [m for m in metrics if m["kind"] == kind]
