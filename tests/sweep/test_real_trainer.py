@@ -9,6 +9,7 @@ import pytest
 
 from gnbench.sweep.cli import main
 from gnbench.sweep.spec import REPO_ROOT
+from tests.train.test_trainer import read_metrics
 from tests.wandb_records import history_and_config
 
 UNITS = ("step", "tokens", "grad_equivalents", "wall_clock")
@@ -44,7 +45,7 @@ def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
     warmup = next(p for p in folders if p.name.startswith("warmup-"))
     runs = [p for p in folders if p != warmup]
     assert len(runs) == 2
-    warm_evals = [json.loads(x) for x in (warmup / "metrics.jsonl").read_text().splitlines()]
+    warm_evals = read_metrics(warmup)
     warm_final = [r["val_loss"] for r in warm_evals if r["kind"] == "eval"][-1]
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
@@ -57,7 +58,7 @@ def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
         rows, wb_config, group = history_and_config(files[0])
         assert group == "e2e"
         assert wb_config["optimizer"]["learning_rate"] == config["optimizer"]["learning_rate"]
-        metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        metrics = read_metrics(run)
         first_eval = next(m for m in metrics if m["kind"] == "eval")
         assert first_eval["step"] == 0  # Fresh counters and optimizer, warmed-up parameters:
         assert first_eval["val_loss"] == pytest.approx(warm_final, abs=1e-5)

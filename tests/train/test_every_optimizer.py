@@ -1,6 +1,5 @@
 """Every registered optimizer trains the tiny model through the trainer and survives a resume."""
 
-import json
 import shutil
 
 import numpy as np
@@ -8,10 +7,7 @@ import pytest
 
 from gnbench.optim import known_optimizers
 from gnbench.train import train
-
-
-def records(workdir):
-    return [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+from tests.train.test_trainer import read_metrics
 
 
 @pytest.mark.parametrize("name", known_optimizers())
@@ -27,7 +23,7 @@ def test_optimizer_trains_and_resumes_from_its_checkpoint(name, make_config, tmp
     )
     summary = train(cfg)
     assert summary["status"] == "finished", summary
-    first = records(tmp_path)
+    first = read_metrics(tmp_path)
     evals = [r["val_loss"] for r in first if r["kind"] == "eval"]
     assert evals[-1] < evals[0] - 0.3, evals
 
@@ -36,7 +32,7 @@ def test_optimizer_trains_and_resumes_from_its_checkpoint(name, make_config, tmp
     shutil.rmtree(tmp_path / "ckpt" / "4")
     (tmp_path / "summary.json").unlink()
     again = train(cfg)
-    second = records(tmp_path)
+    second = read_metrics(tmp_path)
     assert [(r["kind"], r["step"]) for r in second] == [(r["kind"], r["step"]) for r in first]
     key = lambda r: r.get("loss", r.get("val_loss"))  # noqa: E731
     np.testing.assert_allclose([key(r) for r in second], [key(r) for r in first], rtol=0, atol=1e-5)
