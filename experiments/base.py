@@ -51,7 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.muon.ns_steps = 5  # Newton-Schulz iterations.
     c.optimizer.muon.adam_weight_decay = 0.0  # AdamW-part decay (weight_decay is Muon's).
     c.optimizer.gn = ml_collections.ConfigDict()  # gauss_newton, gn_prox_linear, layerwise_*.
-    c.optimizer.gn.inner = "adamw"  # Inner optimizer of the GN subproblem: adamw | muon.
+    c.optimizer.gn.inner = "adamw"  # GN inner optimizer: adamw | muon (reference) | muon_optax.
     c.optimizer.gn.inner_learning_rate = 3e-3  # Peak inner lr (Muon part when inner=muon).
     c.optimizer.gn.inner_adam_learning_rate = 3e-3  # Peak lr of the AdamW part when inner=muon.
     c.optimizer.gn.inner_schedule = "global_cosine"  # global_cosine | cosine_per_outer | constant.
@@ -62,9 +62,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.gn.damping = 0.0  # Proximal term lambda/2 |theta - theta_t|^2 (pulls to theta_t).
     c.optimizer.gn.line_search = 5  # Number of step sizes 2^(-i/2), i < n, tried; 0 = no search.
     c.optimizer.gn.warm_start = True  # Start each inner solve at the previous one (state kept).
-    c.optimizer.gn.inner_step_cost = 1.4  # Fwd+bwd equivalents of a GN inner step (gn_step.py).
-    c.optimizer.gn.layerwise_inner_step_cost = 4.1  # Same for layerwise GN (tiny: 6 blocks).
-    c.optimizer.gn.ls_forward_cost = 1 / 3  # One forward / one fwd+bwd (FLOPs; CPU measures ~0.15).
+    # Data of the line search: fresh (K new micro-batches per iteration, as the paper's code
+    # does: 2x the inner solve's tokens) | inner (re-evaluate the inner solve's K micro-batches).
+    c.optimizer.gn.line_search_data = "fresh"
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 40  # Outer iterations (the budget).

@@ -17,6 +17,14 @@ iteration, AdamW and Muon at ~40M. With micro-batches of 256 x 1024 = 262,144 to
 K = 916 (240.1M tokens; GN's line search reads another K) and K = 153 (40.1M) for AdamW and Muon:
 ``--config.optimizer.name=adamw --config.data.micro_batches=153``. The target is the paper's
 validation loss 3.25 (full GN: 54 iterations; SOAP: 292).
+
+Muon: the paper's code uses ``optax.contrib.muon`` both as its Muon baseline
+(``EasyLM/optimizers.py``, ``MuonOptimizerFactory``) and as GN's inner solver, so the paper's Muon
+baseline is ``--config.optimizer.name=muon_optax`` (as there: ``optimizer.weight_decay=0``, Muon
+matrices undecayed; ``optimizer.muon.adam_weight_decay`` = its decay; ``muon.adam_learning_rate``
+= ``learning_rate``). ``muon`` is the field's reference Muon (github.com/KellerJordan/Muon), a
+different algorithm (no bias correction; see ``gnbench/optim/muon_optax.py``). GN's inner solver
+here is ``muon_optax`` too.
 """
 
 from experiments import base
@@ -34,7 +42,10 @@ def get_config():
     c.data.micro_batches = 916  # GN/SOAP batch ~240M tokens (AdamW/Muon: 153, ~40M).
     c.data.val_sequences = 1024  # ~1M held-out tokens per evaluation.
     c.optimizer.name = "gauss_newton"
-    c.optimizer.gn.inner = "muon"  # The paper's preferred inner solver (AdamW for embed/head).
+    # The paper's inner solver is optax.contrib.muon (AdamW for embed/head): EasyLM/models/llama/
+    # llama_train_gn.py build_optimizer, --optimizer_type='muon' in templates/gn-template.sbatch
+    # (github.com/natalieabreu/full-gauss-newton). "muon" would be the field's reference Muon.
+    c.optimizer.gn.inner = "muon_optax"
     c.optimizer.gn.line_search = 5
     c.optimizer.gn.warm_start = True
     c.train.steps = 100  # GN reaches 3.25 in ~54 iterations.

@@ -10,7 +10,8 @@ Example:
 from gnbench.optim.curvature import gn_vector_product
 from gnbench.optim.gauss_newton import GaussNewtonState, gauss_newton, line_search_alphas
 from gnbench.optim.layerwise import layerwise_gauss_newton, transformer_blocks
-from gnbench.optim.muon import muon, orthogonalize
+from gnbench.optim.muon import muon, orthogonalize, scale_by_muon_reference
+from gnbench.optim.muon_optax import muon_optax
 from gnbench.optim.prox_linear import gn_prox_linear
 from gnbench.optim.registry import BuildContext, Optimizer, build, known_optimizers
 from gnbench.optim.soap import SoapState, scale_by_soap, soap
@@ -28,7 +29,9 @@ __all__ = [
     "layerwise_gauss_newton",
     "line_search_alphas",
     "muon",
+    "muon_optax",
     "orthogonalize",
+    "scale_by_muon_reference",
     "scale_by_soap",
     "soap",
     "transformer_blocks",

@@ -62,6 +62,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gnbench.optim import loops
 from gnbench.optim.curvature import (
     ApplyFn,
     LossFn,
@@ -220,7 +221,7 @@ def _gn_family(
         )
 
     def loss_at(theta, micro_batches):
-        losses = jax.lax.map(lambda mb: loss_fn(apply_fn(theta, mb), mb), micro_batches)
+        losses = loops.map(lambda mb: loss_fn(apply_fn(theta, mb), mb), micro_batches)
         return jnp.mean(losses)
 
     def update_fn(updates, state, params=None, *, batch=None, ls_batch=None, **extra_args):
@@ -255,14 +256,14 @@ def _gn_family(
             theta = optax.apply_updates(theta, step_updates)
             return (theta, opt_state, step + 1), (ev.value, ev.loss)
 
-        (theta_hat, inner_state, step), (values_K, losses_K) = jax.lax.scan(
+        (theta_hat, inner_state, step), (values_K, losses_K) = loops.scan(
             inner_step, (start, inner_state, state.inner_step), batch
         )
         direction = jax.tree.map(jnp.subtract, theta_hat, params)
         if alphas:
             _leading_axis(ls_batch, "ls_batch")
             alpha_A = jnp.asarray(alphas)
-            ls_losses_A = jax.lax.map(
+            ls_losses_A = loops.map(
                 lambda a: loss_at(
                     jax.tree.map(lambda p, d: p + a.astype(d.dtype) * d, params, direction),
                     ls_batch,

@@ -1,48 +1,77 @@
-r"""Muon for hidden matrices, AdamW for everything else (Jordan et al. 2024).
+r"""Muon for hidden matrices, AdamW for everything else: the field's reference (Jordan et al. 2024).
 
-Muon (MomentUm Orthogonalized by Newton-Schulz) keeps a momentum :math:`M` of each hidden 2-D
-weight's gradient and steps along its orthogonal polar factor:
+This is ``muon`` in the registry. It follows ``muon_update`` and the step of
+``SingleDeviceMuonWithAuxAdam`` in https://github.com/KellerJordan/Muon (``muon.py``) exactly;
+``muon_optax`` (:mod:`gnbench.optim.muon_optax`) is the ``optax.contrib.muon`` variant the GN
+paper's code uses, and differs from this one (bias-corrected Nesterov, routing, clipping).
+
+For each hidden 2-D weight with gradient :math:`G`, momentum :math:`M` (zero at the start) and
+momentum decay :math:`\beta`, one step is
 
 .. math::
-  M \leftarrow \mu M + (1-\mu) G, \qquad
-  W \leftarrow W - \eta \big(\sqrt{\max(1, d_\text{out}/d_\text{in})}\;
-  \mathrm{NS}_5(\hat M) + \lambda W\big),
+  M &\leftarrow \beta M + (1-\beta) G \qquad \text{(torch's ``lerp_``; no bias correction)}\\
+  \hat M &= (1-\beta) G + \beta M \ \text{(Nesterov)} \quad\text{or}\quad \hat M = M\\
+  U &= \sqrt{\max(1, d_\text{out}/d_\text{in})}\;\mathrm{NS}_5(\hat M)\\
+  W &\leftarrow W (1 - \eta\lambda) - \eta U,
 
-where :math:`\hat M` is :math:`M` (or its Nesterov look-ahead) and :math:`\mathrm{NS}_5`
-approximates :math:`U V^\top` for :math:`\hat M = U \Sigma V^\top` by five steps of the quintic
-Newton-Schulz map :math:`X \leftarrow aX + b(XX^\top)X + c(XX^\top)^2X` with
-:math:`(a, b, c) = (3.4445, -4.7750, 2.0315)`, started from :math:`\hat M/\|\hat M\|_F`. Why no
-SVD: the iteration is a few matmuls, cheap on accelerators and shardable. Its coefficients trade
-exactness for speed: singular values land in roughly [0.7, 1.2] instead of exactly 1, which
-does not hurt training.
+where :math:`\mathrm{NS}_5` runs five steps of the quintic Newton-Schulz map
+:math:`X \leftarrow aX + (bA + cA^2)X`, :math:`A = XX^\top`,
+:math:`(a, b, c) = (3.4445, -4.7750, 2.0315)`, from :math:`X = \hat M/(\|\hat M\|_F + 10^{-7})`,
+on the transpose when the matrix has more rows than columns (so :math:`A` is the small Gram
+matrix; the map commutes with transposition). It approximates the polar factor :math:`UV^\top`
+of :math:`\hat M = U\Sigma V^\top` with a few matmuls instead of an SVD; the tuned coefficients
+leave the singular values in roughly [0.7, 1.2] rather than at 1, which does not hurt training.
 
-Orthogonalization is only meaningful for matrices that act as linear maps between hidden
-features, so embeddings, the output head and 1-D parameters (norm scales) use AdamW with their
-own learning rate and weight decay. The Muon part is optax's ``optax.contrib.scale_by_muon`` (and
-its width scaling); this module only routes parameters and wires the two learning rates.
+Layout: the reference's width factor ``max(1, grad.size(-2) / grad.size(-1)) ** 0.5`` is written
+for PyTorch's ``(out, in)`` weights. Flax kernels are ``(in, out)``, so here
+:math:`d_\text{out}/d_\text{in}` = ``shape[1] / shape[0]``: the same factor for the same layer.
+Newton-Schulz needs no change (it commutes with transposition).
+
+Decay: the reference's ``p.mul_(1 - lr*wd); p.add_(update, alpha=-lr)`` gives
+:math:`W(1-\eta\lambda) - \eta U = W - \eta(U + \lambda W)`, which is exactly
+``add_decayed_weights(wd)`` followed by ``scale_by_learning_rate(lr)`` (checked step for step
+against a NumPy port of the reference in ``tests/optim/test_muon.py``).
+
+Precision: the reference casts to bfloat16 for Newton-Schulz (it is stable there and fast on
+GPUs). We compute the momentum and Newton-Schulz in the parameters' dtype promoted to at least
+float32 (so float64 stays float64 in tests, and bfloat16 parameters still get a float32 EMA and
+orthogonalization), and return updates in the gradients' dtype: the benchmark compares
+optimizers, and a bfloat16 cast would add rounding noise that is not part of the algorithm.
+
+Routing (:func:`default_labels`): orthogonalization only makes sense for matrices mapping hidden
+features to hidden features, so embeddings, the output head and every non-2-D leaf (norm scales)
+use AdamW with their own learning rate and weight decay, as the reference's
+``MuonWithAuxAdam`` example does. Its ``adam_update`` is bias-corrected Adam with ``eps`` outside
+the square root and the same decoupled decay, i.e. ``optax.adamw``.
 
 References:
   K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024,
-  https://kellerjordan.github.io/posts/muon/ ; J. Liu et al., "Muon is Scalable for LLM
-  Training", arXiv 2502.16982.
+  https://kellerjordan.github.io/posts/muon/ ; code: https://github.com/KellerJordan/Muon .
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from optax.contrib import MuonDimensionNumbers, scale_by_muon
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
+NS_EPS = 1e-7  # The reference's ``X / (X.norm() + 1e-7)``.
 ADAM_NAMES = ("embed", "head")
 
 
-def orthogonalize(g: jax.Array, ns_steps: int = 5, eps: float = 1e-8) -> jax.Array:
+def _compute_dtype(dtype: Any) -> Any:
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def orthogonalize(g: jax.Array, ns_steps: int = 5, eps: float = NS_EPS) -> jax.Array:
     """Quintic Newton-Schulz approximation of the polar factor ``U V^T`` of a matrix.
+
+    The reference's ``zeropower_via_newtonschulz5``, computed in ``g``'s dtype promoted to at
+    least float32 (the reference uses bfloat16) and returned in that dtype.
 
     Args:
       g: an ``(m, n)`` matrix.
@@ -57,18 +86,87 @@ def orthogonalize(g: jax.Array, ns_steps: int = 5, eps: float = 1e-8) -> jax.Arr
       >>> bool(jnp.all(jnp.abs(jnp.diag(x) - 1) < 0.35))
       True
     """
+    if g.ndim != 2:
+        raise ValueError(f"orthogonalize needs a matrix, got shape {g.shape}")
     a, b, c = NS_COEFFS
-    wide = g.shape[0] <= g.shape[1]
-    x = g if wide else g.T
+    tall = g.shape[0] > g.shape[1]
+    x = g.astype(_compute_dtype(g.dtype))
+    x = x.T if tall else x
     x = x / (jnp.linalg.norm(x) + eps)
-    for _ in range(ns_steps):
+
+    def step(_, x):
         s = x @ x.T
-        x = a * x + (b * s + c * s @ s) @ x
-    return x if wide else x.T
+        return a * x + (b * s + c * s @ s) @ x
+
+    # fori_loop, not range: under optax.inject_hyperparams ns_steps arrives as an array.
+    x = jax.lax.fori_loop(0, ns_steps, step, x, unroll=True)
+    return x.T if tall else x
 
 
-def _scale_by_width() -> optax.GradientTransformation:
-    """Multiplies a ``(fan_in, fan_out)`` update by ``sqrt(max(1, fan_out / fan_in))``."""
+class MuonReferenceState(NamedTuple):
+    """State of :func:`scale_by_muon_reference`: the momentum buffer of each matrix."""
+
+    momentum: optax.Updates
+
+
+def scale_by_muon_reference(
+    beta: float = 0.95, ns_steps: int = 5, nesterov: bool = True, eps: float = NS_EPS
+) -> optax.GradientTransformation:
+    """Momentum and Newton-Schulz of the reference ``muon_update`` (without the width factor).
+
+    ``m <- beta*m + (1-beta)*g``; the direction is ``NS((1-beta)*g + beta*m)`` with Nesterov,
+    else ``NS(m)``. No bias correction (unlike ``optax.contrib.scale_by_muon``). Every leaf must
+    be a matrix; chain :func:`scale_by_width` after it for the reference's full update.
+
+    Args:
+      beta: momentum decay (the reference's ``momentum``).
+      ns_steps: Newton-Schulz iterations.
+      nesterov: Nesterov look-ahead.
+      eps: added to the Frobenius norm before Newton-Schulz.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state :class:`MuonReferenceState`.
+
+    Example:
+      >>> tx = scale_by_muon_reference()
+      >>> g = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+      >>> u, _ = tx.update(g, tx.init(g))
+      >>> u.shape
+      (2, 2)
+    """
+
+    def init_fn(params):
+        return MuonReferenceState(
+            jax.tree.map(lambda p: jnp.zeros(p.shape, _compute_dtype(p.dtype)), params)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        momentum = jax.tree.map(
+            lambda g, m: beta * m + (1 - beta) * g.astype(m.dtype), updates, state.momentum
+        )
+        if nesterov:
+            directions = jax.tree.map(
+                lambda g, m: (1 - beta) * g.astype(m.dtype) + beta * m, updates, momentum
+            )
+        else:
+            directions = momentum
+        out = jax.tree.map(
+            lambda g, d: orthogonalize(d, ns_steps, eps).astype(g.dtype), updates, directions
+        )
+        return out, MuonReferenceState(momentum)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_width() -> optax.GradientTransformation:
+    """Multiplies an ``(in, out)`` update by ``sqrt(max(1, out / in))`` (the reference's factor).
+
+    Example:
+      >>> u, _ = scale_by_width().update(jnp.ones((2, 8)), None)
+      >>> float(u[0, 0])
+      2.0
+    """
 
     def update_fn(updates, state, params=None):
         del params
@@ -116,7 +214,7 @@ def muon(
     adam_weight_decay: float = 0.0,
     labels: Callable[[Any], Any] | None = None,
 ) -> optax.GradientTransformation:
-    """Muon on parameters labelled ``"muon"``, AdamW on those labelled ``"adam"``.
+    """The reference Muon on parameters labelled ``"muon"``, AdamW on those labelled ``"adam"``.
 
     Args:
       learning_rate: Muon learning rate (float or schedule).
@@ -127,7 +225,7 @@ def muon(
       weight_decay: decoupled decay of Muon matrices (multiplied by ``learning_rate``).
       adam_b1: AdamW first-moment decay.
       adam_b2: AdamW second-moment decay.
-      adam_eps: AdamW epsilon.
+      adam_eps: AdamW epsilon (Newton-Schulz uses the reference's 1e-7).
       adam_weight_decay: AdamW decoupled weight decay.
       labels: ``params -> pytree of "muon" | "adam"``; ``None`` means :func:`default_labels`.
         Under ``optax.inject_hyperparams`` list it in ``static_args``.
@@ -146,21 +244,10 @@ def muon(
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
     labels = default_labels if labels is None else labels
-
-    def dims(updates):
-        # Inside optax.partition the Adam leaves are MaskedNode (empty subtrees): map real leaves.
-        return jax.tree.map(lambda _: MuonDimensionNumbers(0, 1), updates)
-
     muon_part = optax.chain(
-        scale_by_muon(
-            ns_coeffs=NS_COEFFS,
-            ns_steps=ns_steps,
-            beta=momentum,
-            eps=adam_eps,
-            nesterov=nesterov,
-            weight_dimension_numbers=dims,
-        ),
-        _scale_by_width(),
+        scale_by_muon_reference(beta=momentum, ns_steps=ns_steps, nesterov=nesterov),
+        scale_by_width(),
+        # p - lr*(u + wd*p) == the reference's p*(1 - lr*wd) - lr*u.
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
@@ -170,4 +257,11 @@ def muon(
     return optax.partition({"muon": muon_part, "adam": adam_part}, labels)
 
 
-__all__ = ["default_labels", "muon", "orthogonalize"]
+__all__ = [
+    "MuonReferenceState",
+    "default_labels",
+    "muon",
+    "orthogonalize",
+    "scale_by_muon_reference",
+    "scale_by_width",
+]

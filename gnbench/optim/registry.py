@@ -54,17 +54,27 @@ class Optimizer:
     Attributes:
       tx: the Optax transform; ``update(grads, state, params, batch=..., ls_batch=...)``.
       hparams: hyperparameters to log (flat dict of numbers/strings).
-      ls_micro_batches: extra micro-batches the trainer passes as ``ls_batch`` each iteration
-        (0 for methods without a line search).
-      grad_equivalents: compute of one iteration in forward+backward equivalents of one
-        micro-batch (first-order: K; GN: K inner steps times their measured cost ratio plus the
-        line search's forward passes).
+      ls_micro_batches: micro-batches the line search evaluates each iteration, passed as
+        ``ls_batch`` (0 for methods without a line search).
+      ls_reuses_batch: the line search evaluates the inner solve's own micro-batches (``batch``)
+        instead of ``ls_micro_batches`` fresh ones, so it reads no extra tokens.
+      reads_grads: whether ``tx.update`` uses its gradient argument. If not (the GN family), the
+        trainer passes ``None`` and logs the state's ``true_loss`` metric as the loss.
+
+    Compute is not declared here: the trainer measures the FLOPs of the compiled step
+    (:mod:`gnbench.train.flops`).
     """
 
     tx: optax.GradientTransformationExtraArgs
     hparams: dict[str, Any]
     ls_micro_batches: int = 0
-    grad_equivalents: float = 0.0
+    ls_reuses_batch: bool = False
+    reads_grads: bool = True
+
+    @property
+    def fresh_ls_micro_batches(self) -> int:
+        """Micro-batches of new data the line search reads per iteration."""
+        return 0 if self.ls_reuses_batch else self.ls_micro_batches
 
 
 _BUILDERS: dict[str, Builder] = {}
@@ -148,11 +158,11 @@ def _adamw(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
             weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip,
         ),
-        grad_equivalents=float(ctx.micro_batches),
     )
 
 
-# Further optimizers register below (issue 3: muon, soap; issue 4: the Gauss-Newton family).
+# Further optimizers register below (issue 3: muon, muon_optax, soap; issue 4: the Gauss-Newton
+# family).
 
 
 @register("muon")
@@ -197,7 +207,56 @@ def _muon(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
             b2=cfg.b2,
             grad_clip=cfg.grad_clip,
         ),
-        grad_equivalents=float(ctx.micro_batches),
+    )
+
+
+@register("muon_optax")
+def _muon_optax(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
+    """``optax.contrib.muon`` routed as the GN paper's code (:mod:`gnbench.optim.muon_optax`).
+
+    Same config as ``muon``; ``grad_clip`` clips each group (embed/head; the rest) by its own
+    norm, as the paper's two chains do. The paper's setting: ``weight_decay=0`` (Muon matrices
+    undecayed), ``muon.adam_weight_decay`` = its decay, ``muon.adam_learning_rate`` =
+    ``learning_rate``.
+    """
+    from gnbench.optim.muon_optax import muon_optax
+
+    m = cfg.muon
+    lr = schedule(cfg.learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
+    adam_lr = schedule(m.adam_learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
+
+    @optax.inject_hyperparams
+    def make(learning_rate, adam_learning_rate):
+        return muon_optax(
+            learning_rate,
+            adam_learning_rate=adam_learning_rate,
+            momentum=m.momentum,
+            nesterov=m.nesterov,
+            ns_steps=m.ns_steps,
+            weight_decay=cfg.weight_decay,
+            adam_b1=cfg.b1,
+            adam_b2=cfg.b2,
+            eps=cfg.eps,
+            adam_weight_decay=m.adam_weight_decay,
+            grad_clip=cfg.grad_clip,
+            labels=ctx.param_labels,
+        )
+
+    return Optimizer(
+        tx=optax.with_extra_args_support(make(lr, adam_lr)),
+        hparams=dict(
+            name="muon_optax",
+            learning_rate=cfg.learning_rate,
+            adam_learning_rate=m.adam_learning_rate,
+            momentum=m.momentum,
+            nesterov=m.nesterov,
+            ns_steps=m.ns_steps,
+            weight_decay=cfg.weight_decay,
+            adam_weight_decay=m.adam_weight_decay,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            grad_clip=cfg.grad_clip,
+        ),
     )
 
 
@@ -245,7 +304,6 @@ def _soap(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
             precondition_1d=s.precondition_1d,
             normalize_grads=s.normalize_grads,
         ),
-        grad_equivalents=float(ctx.micro_batches),
     )
 
 
@@ -284,7 +342,7 @@ def _gn_inner(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> optax.Gradie
         base = optax.adamw(
             1.0, b1=g.inner_b1, b2=g.inner_b2, eps=cfg.eps, weight_decay=g.inner_weight_decay
         )
-    elif g.inner == "muon":
+    elif g.inner == "muon":  # The field's reference Muon (gnbench.optim.muon).
         from gnbench.optim.muon import muon
 
         base = muon(
@@ -300,12 +358,32 @@ def _gn_inner(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> optax.Gradie
             adam_weight_decay=g.inner_weight_decay,
             labels=ctx.param_labels,
         )
+    elif g.inner == "muon_optax":
+        # optax.contrib.muon as the paper's llama_train_gn.py build_optimizer(optimizer_type=
+        # 'muon') calls it: adam_weight_decay=wd, Muon matrices undecayed. Unclipped, like the
+        # adamw inner (the paper clips each group at --inner_clip_gradient).
+        from gnbench.optim.muon_optax import muon_optax
+
+        base = muon_optax(
+            1.0,
+            adam_learning_rate=g.inner_adam_learning_rate / g.inner_learning_rate,
+            momentum=cfg.muon.momentum,
+            nesterov=cfg.muon.nesterov,
+            ns_steps=cfg.muon.ns_steps,
+            weight_decay=0.0,
+            adam_b1=g.inner_b1,
+            adam_b2=g.inner_b2,
+            eps=cfg.eps,
+            adam_weight_decay=g.inner_weight_decay,
+            grad_clip=None,
+            labels=ctx.param_labels,
+        )
     else:
-        raise ValueError(f"unknown gn.inner {g.inner!r}; valid: 'adamw', 'muon'")
+        raise ValueError(f"unknown gn.inner {g.inner!r}; valid: 'adamw', 'muon', 'muon_optax'")
     return with_inner_schedule(base, _gn_inner_schedule(g, ctx))
 
 
-def _gn_builder(name: str, method: str, objective: str, step_cost_field: str) -> Builder:
+def _gn_builder(name: str, method: str, objective: str) -> Builder:
     def build_gn(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
         from gnbench.optim.gauss_newton import gauss_newton, line_search_alphas
         from gnbench.optim.layerwise import layerwise_gauss_newton
@@ -327,8 +405,8 @@ def _gn_builder(name: str, method: str, objective: str, step_cost_field: str) ->
             tx = gn_prox_linear(ctx.apply_fn, ctx.loss_fn, **kwargs)
         else:
             tx = gauss_newton(ctx.apply_fn, ctx.loss_fn, **kwargs)
-        ls_micro_batches = k if g.line_search else 0
-        step_cost = g[step_cost_field]
+        if g.line_search_data not in ("fresh", "inner"):
+            raise ValueError(f"gn.line_search_data={g.line_search_data!r}; valid: 'fresh', 'inner'")
         return Optimizer(
             tx=tx,
             hparams=dict(
@@ -343,22 +421,17 @@ def _gn_builder(name: str, method: str, objective: str, step_cost_field: str) ->
                 damping=g.damping,
                 line_search=g.line_search,
                 warm_start=g.warm_start,
-                inner_step_cost=step_cost,
+                line_search_data=g.line_search_data,
             ),
-            ls_micro_batches=ls_micro_batches,
-            grad_equivalents=float(
-                k * step_cost + g.line_search * ls_micro_batches * g.ls_forward_cost
-            ),
+            ls_micro_batches=k if g.line_search else 0,
+            ls_reuses_batch=bool(g.line_search) and g.line_search_data == "inner",
+            reads_grads=False,
         )
 
     return build_gn
 
 
-register("gauss_newton")(_gn_builder("gauss_newton", "full", "gn", "inner_step_cost"))
-register("gn_prox_linear")(_gn_builder("gn_prox_linear", "full", "prox_linear", "inner_step_cost"))
-register("layerwise_gn")(
-    _gn_builder("layerwise_gn", "layerwise", "gn", "layerwise_inner_step_cost")
-)
-register("layerwise_prox_linear")(
-    _gn_builder("layerwise_prox_linear", "layerwise", "prox_linear", "layerwise_inner_step_cost")
-)
+register("gauss_newton")(_gn_builder("gauss_newton", "full", "gn"))
+register("gn_prox_linear")(_gn_builder("gn_prox_linear", "full", "prox_linear"))
+register("layerwise_gn")(_gn_builder("layerwise_gn", "layerwise", "gn"))
+register("layerwise_prox_linear")(_gn_builder("layerwise_prox_linear", "layerwise", "prox_linear"))

@@ -28,6 +28,7 @@ from gnbench.model import get_model_config
 from gnbench.model.sharding import batch_sharding, make_mesh
 from gnbench.tracking import JsonlTracker, MultiTracker, WandbTracker
 from gnbench.train.checkpoint import Checkpointer, abstract_like
+from gnbench.train.flops import formula_fwd_bwd_flops, fwd_bwd_flops, measure_cost
 from gnbench.train.init_from import load_init_params
 from gnbench.train.metrics import Progress, write_json_atomic, write_summary
 from gnbench.train.state import TrainState, create_state, lm_fns
@@ -119,17 +120,23 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     bits_per_token = 1.0 / (math.log(2) * tokens.bytes_per_token)
 
     apply_fn, loss_fn = lm_fns(model_cfg)
-    opt = optim.build(
-        cfg.optimizer,
-        optim.BuildContext(
-            total_steps=cfg.train.steps, micro_batches=k, apply_fn=apply_fn, loss_fn=loss_fn
-        ),
-    )
-    if opt.ls_micro_batches not in (0, k):
-        raise ValueError(
-            f"line search wants {opt.ls_micro_batches} micro-batches; "
-            f"the trainer supplies 0 or K={k}"
+
+    def build_optimizer(micro_batches: int) -> optim.Optimizer:
+        ctx = optim.BuildContext(
+            total_steps=cfg.train.steps,
+            micro_batches=micro_batches,
+            apply_fn=apply_fn,
+            loss_fn=loss_fn,
         )
+        built = optim.build(cfg.optimizer, ctx)
+        if built.ls_micro_batches not in (0, micro_batches):
+            raise ValueError(
+                f"line search wants {built.ls_micro_batches} micro-batches; "
+                f"the trainer supplies 0 or K={micro_batches}"
+            )
+        return built
+
+    opt = build_optimizer(k)
     state, shardings = create_state(model_cfg, opt.tx, mesh, cfg.seed)
     bsharding = batch_sharding(mesh, batch_axis=1, ndim=3)
     ckpt = Checkpointer(workdir / "ckpt")
@@ -145,14 +152,43 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
             )
         )
 
-    def dummy_batch():
-        return jax.ShapeDtypeStruct((k, b, t + 1), np.int32, sharding=bsharding)
+    def dummy_batch(micro_batches: int = k):
+        return jax.ShapeDtypeStruct((micro_batches, b, t + 1), np.int32, sharding=bsharding)
 
-    with_ls = opt.ls_micro_batches > 0
-    step_fn = make_train_step(apply_fn, loss_fn, opt.tx, shardings, bsharding, with_ls)
-    step_fn = step_fn.lower(
-        abstract_like(state, shardings), *([dummy_batch()] * (1 + with_ls))
-    ).compile()
+    with_ls = opt.fresh_ls_micro_batches > 0
+
+    def lower_step(micro_batches: int, built: optim.Optimizer) -> jax.stages.Lowered:
+        fn = make_train_step(
+            apply_fn,
+            loss_fn,
+            built.tx,
+            shardings,
+            bsharding,
+            with_ls,
+            ls_reuses_batch=built.ls_reuses_batch,
+            reads_grads=built.reads_grads,
+        )
+        batches = [dummy_batch(micro_batches)] * (1 + with_ls)
+        return fn.lower(abstract_like(state, shardings), *batches)
+
+    step_fn = lower_step(k, opt).compile()
+    if progress.cost is None:  # Measured once per run; a resumed run keeps its measurement.
+        micro_batch = jax.ShapeDtypeStruct(
+            (b, t + 1), np.int32, sharding=batch_sharding(mesh, batch_axis=0, ndim=2)
+        )
+        progress.cost = measure_cost(
+            lambda kk: lower_step(kk, opt if kk == k else build_optimizer(kk)),
+            k,
+            lambda: fwd_bwd_flops(
+                apply_fn, loss_fn, abstract_like(state.params, shardings.params), micro_batch
+            ),
+            devices=mesh.size,
+            formula=formula_fwd_bwd_flops(model_cfg, micro_batch=b, seq_len=t),
+        )
+        progress.cost.update(  # What one iteration reads, by part.
+            inner_tokens=k * b * t, line_search_tokens=opt.fresh_ls_micro_batches * b * t
+        )
+    cost = progress.cost
     eval_fn = make_eval_step(
         apply_fn, loss_fn, shardings.params, batch_sharding(mesh, batch_axis=1, ndim=3)
     )
@@ -163,6 +199,13 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         print(
             f"gnbench: {cfg.optimizer.name} on {cfg.model.name} ({tokens.source}), "
             f"{mesh.size} device{'s' if mesh.size > 1 else ''}, outputs in {workdir}"
+        )
+        print(
+            f"gnbench: one iteration = {cost['step_flops']:.3g} FLOPs "
+            f"({cost['step_flops'] / cost['fwd_bwd_flops']:.2f} forward+backward passes over a "
+            f"micro-batch, {cost['source']}); reads {cost['inner_tokens']} tokens for the "
+            f"gradient/inner solve and {cost['line_search_tokens']} for the line search"
+            + (" (it re-evaluates the inner micro-batches)" if opt.ls_reuses_batch else "")
         )
 
     def evaluate(step: int) -> float:
@@ -181,7 +224,7 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     start = int(state.step)
     if start == 0:
         evaluate(0)
-    tokens_per_step = (k + opt.ls_micro_batches) * b * t
+    tokens_per_step = (k + opt.fresh_ls_micro_batches) * b * t
     status = "finished"
     stop_now = cfg.train.stop_at_target and progress.reached is not None
     bar = tqdm(
@@ -199,7 +242,8 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         seconds = time.perf_counter() - tic
         progress.wall_clock += seconds
         progress.tokens += tokens_per_step
-        progress.grad_equivalents += opt.grad_equivalents
+        progress.flops += cost["step_flops"]
+        progress.grad_equivalents += cost["step_flops"] / cost["fwd_bwd_flops"]
         step = i + 1
         tracker.log({"kind": "train", **progress.units(step), **metrics})
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tokens_per_step / seconds:.0f}")

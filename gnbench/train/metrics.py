@@ -20,16 +20,19 @@ class Progress:
     """Counters of a run; saved in every checkpoint so a resumed run continues them."""
 
     tokens: int = 0  # Tokens read by the optimizer (line-search tokens included).
-    grad_equivalents: float = 0.0  # Compute in forward+backward passes over one micro-batch.
+    flops: float = 0.0  # Compute, as XLA counts the compiled step (gnbench.train.flops).
+    grad_equivalents: float = 0.0  # flops / FLOPs of one forward+backward over one micro-batch.
     wall_clock: float = 0.0  # Seconds spent in training steps (evaluation and saving excluded).
     reached: dict[str, Any] | None = None  # The target crossing, once it happened.
     best_val_loss: float | None = None
     last_val_loss: float | None = None
+    cost: dict[str, Any] | None = None  # One iteration's measured cost (flops.measure_cost).
 
     def units(self, step: int) -> dict[str, Any]:
         return dict(
             step=step,
             tokens=self.tokens,
+            flops=self.flops,
             grad_equivalents=self.grad_equivalents,
             wall_clock=self.wall_clock,
         )
@@ -62,7 +65,9 @@ def write_summary(
         final_val_loss=progress.last_val_loss,
         best_val_loss=progress.best_val_loss,
         tokens=progress.tokens,
+        flops=progress.flops,
         grad_equivalents=progress.grad_equivalents,
+        cost_per_iteration=progress.cost,
         wall_clock=progress.wall_clock,
     )
     write_json_atomic(path, summary)

@@ -2,9 +2,10 @@
 
 A step batch ``seqs_KxBxT1`` holds K micro-batches of B sequences of T+1 tokens. The gradient is
 averaged over the K micro-batches with ``lax.scan`` and handed to the optimizer together with the
-micro-batches themselves (``batch=``) and, for methods with a line search, K more (``ls_batch=``);
-first-order methods ignore both. Methods that do not read the gradient (the GN family) leave it
-unused, and XLA removes its backward pass.
+micro-batches themselves (``batch=``) and, for methods with a line search, K more (``ls_batch=``,
+fresh by default, or the same K when the line search reuses the inner solve's data);
+first-order methods ignore both. Methods that do not read the gradient (the GN family) get none:
+the step computes no gradient for them, so the measured FLOPs hold only what the method uses.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
+from gnbench.optim import loops
 from gnbench.train.state import TrainState
 
 
@@ -39,8 +41,17 @@ def make_train_step(
     state_shardings: TrainState,
     batch_sharding: NamedSharding,
     with_ls_batch: bool,
+    ls_reuses_batch: bool = False,
+    reads_grads: bool = True,
 ) -> Callable:
-    """``state, metrics = step(state, seqs_KxBxT1[, ls_seqs_KxBxT1])``, jitted, state donated."""
+    """``state, metrics = step(state, seqs_KxBxT1[, ls_seqs_KxBxT1])``, jitted, state donated.
+
+    ``with_ls_batch``: the step takes a second batch of fresh micro-batches for the line search.
+    ``ls_reuses_batch``: the line search gets the step's own micro-batches instead.
+    ``reads_grads=False`` (the GN family): no gradient is computed (``tx.update`` gets ``None``)
+    and the logged ``loss`` is the optimizer's own ``true_loss`` metric, so the step pays for
+    no pass the optimizer does not use.
+    """
 
     def micro_loss(params, seqs_BxT1):
         return loss_fn(apply_fn(params, seqs_BxT1), seqs_BxT1)
@@ -50,17 +61,23 @@ def make_train_step(
             loss, grads = jax.value_and_grad(micro_loss)(state.params, seqs_BxT1)
             return jax.tree.map(jnp.add, grad_sum, grads), loss
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        grad_sum, losses_K = jax.lax.scan(body, zeros, seqs_KxBxT1)
-        grads = jax.tree.map(lambda g: g / seqs_KxBxT1.shape[0], grad_sum)
+        grads = loss = None
+        if reads_grads:
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            grad_sum, losses_K = loops.scan(body, zeros, seqs_KxBxT1)
+            grads = jax.tree.map(lambda g: g / seqs_KxBxT1.shape[0], grad_sum)
+            loss = losses_K.mean()
+        if ls_reuses_batch:
+            ls_seqs_KxBxT1 = seqs_KxBxT1
         updates, opt_state = tx.update(
             grads, state.opt_state, state.params, batch=seqs_KxBxT1, ls_batch=ls_seqs_KxBxT1
         )
         params = optax.apply_updates(state.params, updates)
+        opt_metrics = _optimizer_metrics(opt_state)
         metrics = {
-            "loss": losses_K.mean(),
+            "loss": opt_metrics["true_loss"] if loss is None else loss,
             **_hyperparams(opt_state),
-            **_optimizer_metrics(opt_state),
+            **opt_metrics,
         }
         return TrainState(state.step + 1, params, opt_state), metrics
 

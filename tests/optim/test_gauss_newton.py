@@ -209,23 +209,20 @@ def gn_config(name, **gn):
     return cfg
 
 
-def test_registry_builders_count_compute_and_need_model():
+def test_registry_builders_declare_line_search_data_and_need_model():
     k = 3
     ctx = BuildContext(total_steps=10, micro_batches=k, apply_fn=linear_apply, loss_fn=squares)
     for name in ("gauss_newton", "gn_prox_linear", "layerwise_gn", "layerwise_prox_linear"):
-        cfg = gn_config(
-            name,
-            line_search=4,
-            inner_step_cost=1.5,
-            layerwise_inner_step_cost=4.0,
-            ls_forward_cost=0.25,
-        )
+        cfg = gn_config(name, line_search=4)
         opt = build(cfg, ctx)
-        cost = 4.0 if name.startswith("layerwise") else 1.5
-        assert opt.ls_micro_batches == k
-        assert opt.grad_equivalents == pytest.approx(k * cost + 4 * k * 0.25)
+        assert opt.ls_micro_batches == k and opt.fresh_ls_micro_batches == k
+        assert not opt.reads_grads
         assert opt.hparams["inner_steps"] == k and opt.hparams["line_search"] == 4
+        reuse = build(gn_config(name, line_search=4, line_search_data="inner"), ctx)
+        assert reuse.ls_reuses_batch and reuse.fresh_ls_micro_batches == 0
         assert build(gn_config(name, line_search=0), ctx).ls_micro_batches == 0
+        with pytest.raises(ValueError, match="'fresh', 'inner'"):
+            build(gn_config(name, line_search_data="old"), ctx)
         with pytest.raises(ValueError, match="apply_fn"):
             build(cfg, BuildContext(total_steps=10, micro_batches=k))
 

@@ -1,0 +1,172 @@
+r"""``muon_optax``: ``optax.contrib.muon`` routed as the GN paper's code routes it.
+
+The paper's code (Abreu et al. 2025, https://github.com/natalieabreu/full-gauss-newton) uses
+``optax.contrib.muon`` both for its Muon baseline (``EasyLM/optimizers.py``,
+``MuonOptimizerFactory``) and for GN's inner solver (``EasyLM/models/llama/llama_train_gn.py``,
+``build_optimizer(..., optimizer_type='muon')``, run with ``--optimizer_type='muon'`` in
+``templates/gn-template.sbatch``). Both build ``optax.multi_transform`` of two chains:
+
+* ``'adamw'``: ``params.transformer.wte.embedding`` and ``params.lm_head.kernel`` (embedding and
+  head) -> ``chain(clip_by_global_norm(c), adamw(lr, weight_decay=wd, b1, b2))``;
+* ``'muon'``: every other leaf, *including* 1-D norm scales ->
+  ``chain(clip_by_global_norm(c), optax.contrib.muon(learning_rate=lr, adam_weight_decay=wd,
+  adam_b1=b1, adam_b2=b2[, beta=beta]))``; inside, ``optax.contrib.muon`` sends 2-D leaves to
+  Muon and the rest to its own AdamW.
+
+:func:`muon_optax` builds the same thing on gnbench's names (``embed``, ``head``; see
+:func:`paper_labels`). It differs from the field's reference Muon (``muon``,
+:mod:`gnbench.optim.muon`, https://github.com/KellerJordan/Muon) in:
+
+1. Bias-corrected momentum (optax 0.2.8 ``scale_by_muon``): with Nesterov the orthogonalized
+   matrix is ``beta*m/(1-beta^(t+1)) + (1-beta)*g/(1-beta^t)`` instead of ``beta*m + (1-beta)*g``
+   (early steps weigh the fresh gradient differently; the two tend to each other as
+   ``beta^t -> 0``). Without Nesterov it is ``m/(1-beta^t)``, a scalar that Newton-Schulz's
+   normalization removes up to its epsilon (``eps/||m||`` against ``eps/||m/(1-beta^t)||``), so
+   ``nesterov=False`` agrees with the reference to ~2e-6 relative (float64, 40 steps); with
+   Nesterov they differ by ~1e-3 (tests/optim/test_muon.py measures both).
+2. Newton-Schulz normalizes by ``||X||_F + eps`` with ``eps = 1e-8`` (the same ``eps`` as Adam's),
+   the reference by ``+ 1e-7``.
+3. 1-D leaves (norm scales, biases) go to ``optax.contrib.muon``'s Adam part, which is
+   *NAdamW* in optax 0.2.8 (``adamw(..., nesterov=nesterov)``) with decay ``adam_weight_decay``;
+   the reference sends them to plain AdamW. Embedding and head get plain AdamW in both.
+4. Decay: the paper passes ``adam_weight_decay=wd`` and leaves ``weight_decay`` (Muon matrices)
+   at its default 0, so hidden matrices are *not* decayed while embedding, head and 1-D leaves
+   are. Here ``weight_decay`` is the Muon matrices' decay and ``adam_weight_decay`` the rest's,
+   as for ``muon``: the paper's setting is ``weight_decay=0, adam_weight_decay=wd``.
+5. Clipping: each of the two groups is clipped to global norm ``grad_clip`` by its own norm (the
+   paper's two chains each start with ``clip_by_global_norm``); ``muon`` clips the whole
+   gradient once. ``grad_clip`` ``None``/``0`` means off (the paper's code has no off switch).
+6. Learning rates: the paper uses one schedule for all leaves; here Muon matrices use
+   ``learning_rate`` and the two Adam parts ``adam_learning_rate`` (set them equal for the paper).
+7. Momentum dtype: float32 (the paper's ``mu_dtype=jnp.float32``), in both Adam parts and Muon.
+
+The paper's environment installs optax from git (unpinned, ``env.yml``); this module uses the
+installed optax (0.2.8), whose ``optax.contrib.muon`` is documented above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gnbench.optim.muon import ADAM_NAMES, NS_COEFFS
+
+
+def paper_labels(params: Any) -> Any:
+    """``"adam"`` for every leaf under ``embed`` or ``head``; ``"muon"`` for all others.
+
+    The paper's ``create_param_selector``: only the embedding and the LM head leave the
+    ``optax.contrib.muon`` group, whatever their rank; 1-D leaves stay in it (and reach its Adam).
+
+    Example:
+      >>> paper_labels({"embed": {"embedding": jnp.zeros((4, 2))},
+      ...               "norm": {"scale": jnp.zeros((2,))}})
+      {'embed': {'embedding': 'adam'}, 'norm': {'scale': 'muon'}}
+    """
+
+    def label(path, x):
+        del x
+        names = {getattr(k, "key", getattr(k, "name", None)) for k in path}
+        return "adam" if names & set(ADAM_NAMES) else "muon"
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _clip(max_norm: float | None) -> optax.GradientTransformation:
+    if max_norm is None or max_norm == 0:
+        return optax.identity()
+    if max_norm < 0:
+        raise ValueError(f"grad_clip must be >= 0 or None, got {max_norm}")
+    return optax.clip_by_global_norm(max_norm)
+
+
+def muon_optax(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    adam_learning_rate: optax.ScalarOrSchedule | None = None,
+    momentum: float = 0.95,
+    nesterov: bool = True,
+    ns_steps: int = 5,
+    weight_decay: float = 0.0,
+    adam_b1: float = 0.9,
+    adam_b2: float = 0.95,
+    eps: float = 1e-8,
+    adam_weight_decay: float = 0.0,
+    grad_clip: float | None = None,
+    mu_dtype: str | None = "float32",
+    labels: Callable[[Any], Any] | None = None,
+) -> optax.GradientTransformation:
+    """``optax.contrib.muon`` for the ``"muon"`` group, AdamW for ``"adam"``, clipped per group.
+
+    Args:
+      learning_rate: learning rate of the Muon matrices.
+      adam_learning_rate: learning rate of the embed/head AdamW and of ``optax.contrib.muon``'s
+        Adam part (non-2-D leaves); ``None`` means ``learning_rate`` (the paper).
+      momentum: Muon momentum decay (``beta``).
+      nesterov: passed to ``optax.contrib.muon`` (its Muon *and* its Adam part).
+      ns_steps: Newton-Schulz iterations.
+      weight_decay: decay of the Muon matrices (``optax.contrib.muon``'s ``weight_decay``; the
+        paper leaves it at 0).
+      adam_b1: first-moment decay of both Adam parts.
+      adam_b2: second-moment decay of both Adam parts.
+      eps: ``optax.contrib.muon``'s ``eps`` (Newton-Schulz and its Adam); the embed/head AdamW
+        uses it too (the paper's is optax's default, the same 1e-8).
+      adam_weight_decay: decay of both Adam parts (the paper's ``weight_decay``).
+      grad_clip: global-norm clip applied to each group separately; ``None``/``0`` is off.
+      mu_dtype: momentum dtype of all parts, by name (the paper: float32); ``None`` means the
+        parameters' dtype. A name, not ``jnp.float32``: ``optax.inject_hyperparams`` would take
+        a dtype (a callable) for a schedule.
+      labels: ``params -> pytree of "muon" | "adam"`` for the outer split; ``None`` means
+        :func:`paper_labels`. Under ``optax.inject_hyperparams`` list it in ``static_args``.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+
+    Example:
+      >>> params = {"embed": {"embedding": jnp.ones((8, 4))}, "w": jnp.ones((4, 4)),
+      ...           "scale": jnp.ones((4,))}
+      >>> tx = muon_optax(0.02)
+      >>> updates, _ = tx.update(params, tx.init(params), params)
+      >>> updates["w"].shape
+      (4, 4)
+    """
+    if adam_learning_rate is None:
+        adam_learning_rate = learning_rate
+    labels = paper_labels if labels is None else labels
+    mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+    muon_group = optax.chain(
+        _clip(grad_clip),
+        optax.contrib.muon(
+            learning_rate,
+            ns_coeffs=NS_COEFFS,
+            ns_steps=ns_steps,
+            beta=momentum,
+            eps=eps,
+            weight_decay=weight_decay,
+            mu_dtype=mu_dtype,
+            nesterov=nesterov,
+            adam_b1=adam_b1,
+            adam_b2=adam_b2,
+            adam_weight_decay=adam_weight_decay,
+            adam_learning_rate=adam_learning_rate,
+        ),
+    )
+    adam_group = optax.chain(
+        _clip(grad_clip),
+        optax.adamw(
+            adam_learning_rate,
+            b1=adam_b1,
+            b2=adam_b2,
+            eps=eps,
+            weight_decay=adam_weight_decay,
+            mu_dtype=mu_dtype,
+        ),
+    )
+    return optax.partition({"muon": muon_group, "adam": adam_group}, labels)
+
+
+__all__ = ["muon_optax", "paper_labels"]
