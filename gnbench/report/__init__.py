@@ -1,4 +1,4 @@
-"""Results of sweeps: iterations/tokens/compute/wall-clock to target, tuning, tables and plots.
+"""Results of sweeps: costs to target, tuning, the headline, grid edges, tables and plots.
 
 Example:
   >>> from gnbench.report import write_report
@@ -6,15 +6,28 @@ Example:
 """
 
 from gnbench.report.build import write_report
+from gnbench.report.headline import (
+    CriticalBatch,
+    HeadlineRow,
+    critical_batch,
+    headline_rows,
+    variant_rows,
+)
 from gnbench.report.results import UNITS, RunResult, first_crossing, run_result, sweep_results
 from gnbench.report.stats import mann_whitney_less, median, spread
-from gnbench.report.tuning import MethodRow, select_best, summarize
+from gnbench.report.tuning import GridEdge, MethodRow, grid_edges, select_best, summarize
 
 __all__ = [
     "UNITS",
+    "CriticalBatch",
+    "GridEdge",
+    "HeadlineRow",
     "MethodRow",
     "RunResult",
+    "critical_batch",
     "first_crossing",
+    "grid_edges",
+    "headline_rows",
     "mann_whitney_less",
     "median",
     "run_result",
@@ -22,5 +35,6 @@ __all__ = [
     "spread",
     "summarize",
     "sweep_results",
+    "variant_rows",
     "write_report",
 ]

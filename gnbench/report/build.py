@@ -3,34 +3,82 @@
 One folder gives ``<folder>/report.md`` with its figures next to it. Several folders give one
 report (default ``reports/report.md``) with a section per sweep and a performance profile across
 them. The report holds no paths or dates, so the same results always give the same text.
+
+A sweep's section, in order: the headline table (with a batch-size scan: each method at its own
+best batch size, its ratio to full GN, speedup over the baseline, p and critical batch), the
+variants table (if the sweep has variants), the grid edges (tuned values at the edge of their
+grid), the tuning rule, the tuned methods at each scan value with their figures and every
+setting tried, and the scan plot.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from gnbench.report import plots
+from gnbench.report.headline import headline, variant_rows
 from gnbench.report.io import atomic_write_text, load_sweep
 from gnbench.report.profile import problem_costs, profile
 from gnbench.report.results import config_value, sweep_results
-from gnbench.report.table import methods_table, settings_table
-from gnbench.report.tuning import MethodRow, summarize
+from gnbench.report.table import (
+    edge_map,
+    edges_section,
+    headline_table,
+    methods_table,
+    settings_table,
+    variants_table,
+)
+from gnbench.report.tuning import MethodRow, grid_edges, summarize
 
 TUNING_RULE = (
-    "Every method, AdamW included, gets the same treatment: among its hyperparameter settings "
-    "the report picks the one with the lowest median iterations-to-target over seeds (a seed "
-    "that never reaches the target counts as ∞; a diverged run never reaches it); ties go to the "
-    "lower median final validation loss, then to the setting listed first in the sweep. With a "
-    "batch-size scan each scan value is tuned on its own."
+    "Every method, AdamW included, gets the same treatment: at each batch size (scan value) the "
+    "report picks, among the method's hyperparameter settings, the one with the lowest median "
+    "iterations-to-target over the tuning seeds (a seed that never reaches the target counts as "
+    "∞; a diverged run never reaches it); ties go to the lower median final validation loss, "
+    "then to the setting listed first in the sweep. Headline seeds, run afterwards only at the "
+    "winning setting, take no part in the choice, so they cannot change which setting wins; the "
+    "tuned row then holds every seed of that setting (median, min, max, reached and p are over "
+    "all of them). A method's headline point is its tuned setting at its best batch size: the "
+    "fewest median iterations-to-target over the tuning seeds, ties going to the fewer tokens "
+    "per iteration. A variant is tuned the same way, at its reference's headline batch only. A "
+    "tuned value that is the lowest or highest of its grid (a numeric grid key with at least two "
+    "values) is marked *(edge: low)* or *(edge: high)*: a value outside the grid might do better."
+)
+HEADLINE = (
+    "Each method at its own best batch size (its headline point: the tuned setting at the batch "
+    "size with the fewest median iterations-to-target over the tuning seeds; ties go to the "
+    "fewer tokens per iteration). Costs are median [min, max] over every seed of that point "
+    "(tuning and headline seeds); *reached* counts the seeds that got to the target. FLOPs are "
+    "the trainer's cumulative FLOPs measured from XLA (— where the records carry none). "
+    "*Ratio to full GN* = the method's median / gauss_newton's median, each at its own headline "
+    "point (— without gauss_newton). *Speedup* = {baseline}'s headline median / the method's "
+    "(>x: {baseline} never reached the target, its spend at the budget over the method's "
+    "median). *p* = one-sided exact Mann-Whitney U test that the method needs fewer iterations "
+    "than {baseline} at {baseline}'s headline point (≥2 seeds on each side). *Critical batch* "
+    "(McCandlish et al. 2018, An Empirical Model of Large-Batch Training: S = S_min (1 + "
+    "B_noise/B), so S = 2 S_min at B = B_crit): the tokens per iteration at which the method's "
+    "median iterations-to-target over the tuning seeds is twice its fewest over the scan, "
+    "linearly interpolated in log-log between the scanned batches on the small-batch side of "
+    "the fewest; ≤ smallest when no scanned batch needs twice the fewest; — when no batch "
+    "reached the target."
+)
+VARIANTS = (
+    "Each variant is tuned at its reference's headline batch size with the tuning and headline "
+    "seeds; iterations are median [min, max] over the seeds. *Variant / reference* = the "
+    "variant's median iterations / the reference's at the same batch. The last columns show how "
+    "the reference's headline ratio to full GN (its median / gauss_newton's) moves when the "
+    "variant replaces it."
 )
 COLUMNS = (
     "Costs are median [min, max] over the seeds of the tuned setting; *reached* counts the seeds "
-    "that got to the target. Compute is in forward+backward passes over one micro-batch "
+    "that got to the target. FLOPs are the trainer's cumulative FLOPs measured from XLA (— when "
+    "the records carry none). Compute is in forward+backward passes over one micro-batch "
     "(a GN inner step counts its measured cost; line-search passes are included). *Speedup* = "
     "tuned {baseline}'s median / the method's median, per unit (— when the method's median is "
-    "∞; >x when {baseline} never reached the target: its spend at the budget / the method's "
-    "median, a lower bound). "
+    "∞ or unknown; >x when {baseline} never reached the target: its spend at the budget / the "
+    "method's median, a lower bound). "
     "*p* = one-sided exact Mann-Whitney U test that the method needs fewer iterations than "
     "{baseline} (shown with ≥2 seeds on each side; with 3 vs 3 seeds the smallest possible p is "
     "0.05). Wall-clock depends on what else ran on the machine at the time."
@@ -60,7 +108,12 @@ def sweep_section(
     plan = sweep.plan
     target, results = sweep_results(sweep)
     baseline = plan.get("baseline") or "adamw"
-    rows = summarize(results, baseline=baseline)
+    seeds = plan.get("seeds") or None  # Older sweeps: every seed tunes.
+    variants = dict(plan.get("variants") or {})
+    rows = summarize(results, baseline=baseline, seeds=seeds)
+    edges = grid_edges(rows, plan.get("grids"), results)
+    marks = edge_map(edges)
+    scan_key = plan.get("scan_key")
     h = "#" * level
     done = [r for r in results if r.done]
     diverged = sum(r.status == "diverged" for r in results)
@@ -73,6 +126,38 @@ def sweep_section(
         f"{_config_values(sweep.runs, 'train.eval_every')} iterations.",
         f"- Runs: {len(done)}/{len(results)} done ({diverged} diverged); runs not done are "
         "left out.",
+    ]
+    if seeds is not None:
+        extra = plan.get("headline_seeds") or []
+        lines.append(
+            f"- Seeds: tuning {seeds}"
+            + (f"; headline {extra} (at each method's headline point only)" if extra else "")
+            + "."
+        )
+    lines.append("")
+    if scan_key and rows:
+        heads = headline(rows, baseline=baseline, exclude=variants)
+        lines += [
+            f"{h}# Headline: each method at its own best batch size",
+            "",
+            headline_table(heads, marks, baseline),
+            "",
+            HEADLINE.format(baseline=baseline),
+            "",
+        ]
+    if variants:
+        lines += [
+            f"{h}# Variants",
+            "",
+            variants_table(variant_rows(rows, variants), marks),
+            "",
+            VARIANTS,
+            "",
+        ]
+    lines += [
+        f"{h}# Grid edges",
+        "",
+        edges_section(edges, scan_key),
         "",
         f"{h}# Tuning rule",
         "",
@@ -83,13 +168,13 @@ def sweep_section(
     problems = []
     for sv in scan_values:
         sv_rows = [r for r in rows if r.scan_value == sv]
-        problems.append(sv_rows)
-        tag = "" if sv is None else f"_{plan['scan_key'].rsplit('.', 1)[-1]}{sv}"
-        title = "Tuned methods" + ("" if sv is None else f" at {plan['scan_key']} = {sv}")
+        problems.append([r for r in sv_rows if r.method not in variants])
+        tag = "" if sv is None else f"_{scan_key.rsplit('.', 1)[-1]}{sv}"
+        title = "Tuned methods" + ("" if sv is None else f" at {scan_key} = {sv}")
         lines += [
             f"{h}# {title}",
             "",
-            methods_table(sv_rows),
+            methods_table(sv_rows, marks),
             "",
             COLUMNS.format(baseline=baseline),
             "",
@@ -104,15 +189,21 @@ def sweep_section(
                 "",
             ]
         lines += [f"{h}## Every setting tried", "", settings_table(results, sv), ""]
-    if plan.get("scan_key") and rows:
-        scan = plots.plot_scan(rows, plan["scan_key"], fig_dir / f"{prefix}scan.png")
+    scan_rows = [r for r in rows if r.method not in variants]
+    if scan_key and scan_rows:
+        scan = plots.plot_scan(
+            scan_rows, scan_key, fig_dir / f"{prefix}scan.png", baseline=baseline
+        )
         lines += [
             f"{h}# Batch-size scan",
             "",
             "Iterations to target of each tuned method against the tokens one iteration "
-            "feeds the optimizer (log-log; bars: min-max over seeds; points not reached are "
-            "left out). Where a curve flattens, a bigger batch stops saving iterations: the "
-            "critical batch size.",
+            "feeds the optimizer (log-log; points: median over the tuning seeds, bars: min-max; "
+            "points not reached are left out). The dashed grey line is perfect scaling (slope "
+            f"−1: twice the batch, half the iterations) through {baseline}'s smallest-batch "
+            "point; a hollow marker on a curve is the method's critical batch, where it needs "
+            "twice its fewest iterations. Where a curve flattens, a bigger batch stops saving "
+            "iterations.",
             "",
             f"![batch-size scan]({scan.name})",
             "",
@@ -149,7 +240,11 @@ def write_report(folders: list[str | Path], out: str | Path | None = None) -> Pa
             parts.append(section)
             problems += probs
         costs = problem_costs(problems)
-        profiles = {unit: profile(by_method) for unit, by_method in costs.items()}
+        profiles = {
+            unit: profile(by_method)
+            for unit, by_method in costs.items()
+            if any(math.isfinite(c) for cs in by_method.values() for c in cs)
+        }
         fig = plots.plot_profile(profiles, out.parent / "profile.png")
         parts += [
             "## Performance profile",

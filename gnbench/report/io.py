@@ -145,6 +145,17 @@ def load_sweep(folder: str | os.PathLike) -> SweepFiles:
     plan = read_json(folder / "plan.json")
     if plan is None:
         raise FileNotFoundError(f"{folder} has no plan.json: not a sweep folder")
+    return load_runs(folder, plan)
+
+
+def load_runs(folder: str | os.PathLike, plan: dict[str, Any]) -> SweepFiles:
+    """The files of every run of ``plan`` (a ``plan.json`` dict, maybe not the one on disk).
+
+    Example:
+      >>> load_runs("/nonexistent", {"runs": []}).runs
+      []
+    """
+    folder = Path(folder)
     runs = []
     for entry in plan["runs"]:
         workdir = folder / entry["workdir"]

@@ -4,7 +4,7 @@ Each problem (a sweep, or one scan value of a scanning sweep) gives each tuned m
 target (median over seeds). With ``r = cost / best cost on that problem``, a method's profile is
 ``rho(tau) = fraction of problems with r <= tau``: ``rho(1)`` is how often it is the best, and how
 fast ``rho`` climbs says how far behind it is elsewhere. A method that never reaches the target on
-a problem (or is absent from it) has ``r = inf``.
+a problem (or is absent from it, or its cost is unknown) has ``r = inf``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def profile(costs: dict[str, list[float]]) -> dict[str, tuple[np.ndarray, np.nda
     """
     methods = list(costs)
     t = np.array([costs[m] for m in methods], dtype=float)  # methods x problems
+    t = np.where(np.isnan(t), np.inf, t)  # An unknown cost (no FLOPs logged) never counts.
     best = t.min(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(np.isfinite(t) & np.isfinite(best)[None], t / best[None], np.inf)

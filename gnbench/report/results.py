@@ -1,4 +1,4 @@
-"""What each run achieved: cost to the target in four units, final loss, divergence.
+"""What each run achieved: cost to the target in five units, final loss, divergence.
 
 The rule, the same for every method and seed: the crossing is the first evaluation record with
 ``val_loss <= target``; its iteration, tokens, compute (forward+backward equivalents of one
@@ -6,6 +6,11 @@ micro-batch) and wall-clock are the run's cost to the target. A run that never c
 ``+inf``. A diverged run (non-finite loss; the trainer stops it) never reaches the target, even if
 an evaluation before the divergence crossed it, and its final loss is ``+inf``. The final loss is
 the last evaluation of the run (the budget end for a finished run).
+
+Units are record fields: ``step`` (iterations), ``tokens``, ``flops`` (cumulative FLOPs the
+trainer measured from XLA's cost analysis), ``grad_equivalents`` (compute in forward+backward
+passes over one micro-batch) and ``wall_clock``. A unit a run's records lack (``flops`` from an
+older trainer) costs ``nan``: unknown, shown as "—", never a crash.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from gnbench.report.io import RunFiles, SweepFiles
 UNITS = {
     "step": "iterations",
     "tokens": "tokens",
+    "flops": "FLOPs",
     "grad_equivalents": "compute (grad-eq.)",
     "wall_clock": "wall-clock (s)",
 }
@@ -36,6 +42,7 @@ class RunResult:
       final_val_loss: last evaluation's loss (``inf`` if diverged, ``nan`` with no evaluation).
       evals: the evaluation records, by step.
       tokens_per_iteration: tokens one iteration feeds the optimizer (batch size), or ``None``.
+      stage: the plan's stage of the run (``tuning``, ``headline`` or ``variant``).
     """
 
     id: str
@@ -48,6 +55,7 @@ class RunResult:
     final_val_loss: float
     evals: list[dict[str, Any]]
     tokens_per_iteration: float | None
+    stage: str = "tuning"
 
     @property
     def reached(self) -> bool:
@@ -73,6 +81,26 @@ def first_crossing(evals: list[dict[str, Any]], target: float) -> dict[str, Any]
         if loss is not None and math.isfinite(loss) and loss <= target:
             return record
     return None
+
+
+def cost_at(crossing: dict[str, Any] | None, evals: list[dict[str, Any]], unit: str) -> float:
+    """The cost in ``unit`` at ``crossing``: ``inf`` if never reached, ``nan`` if unknown.
+
+    Unknown: the run has evaluation records but none carries ``unit``, or the crossing lacks it.
+    A run without any evaluation never reached the target: ``inf`` in every unit.
+
+    Example:
+      >>> evals = [{"step": 2, "tokens": 20, "val_loss": 1.0}]
+      >>> cost_at(evals[0], evals, "tokens"), cost_at(evals[0], evals, "flops")
+      (20.0, nan)
+      >>> cost_at(None, evals, "tokens"), cost_at(None, evals, "flops")
+      (inf, nan)
+    """
+    if crossing is None:
+        has_unit = any(e.get(unit) is not None for e in evals)
+        return math.inf if has_unit or not evals else math.nan
+    value = crossing.get(unit)
+    return math.nan if value is None else float(value)
 
 
 def config_value(tree: dict[str, Any] | None, path: str) -> Any:
@@ -132,7 +160,7 @@ def run_result(run: RunFiles, target: float) -> RunResult:
     evals = sorted((r for r in run.records if r.get("kind") == "eval"), key=lambda r: r["step"])
     status = "incomplete" if run.summary is None else str(run.summary.get("status", "finished"))
     crossing = None if status == "diverged" else first_crossing(evals, target)
-    to_target = {u: float(crossing[u]) if crossing else math.inf for u in UNITS}
+    to_target = {u: cost_at(crossing, evals, u) for u in UNITS}
     if status == "diverged":
         final = math.inf
     else:
@@ -149,6 +177,7 @@ def run_result(run: RunFiles, target: float) -> RunResult:
         final_val_loss=final,
         evals=evals,
         tokens_per_iteration=tokens_per_iteration(run),
+        stage=str(entry.get("stage") or "tuning"),
     )
 
 

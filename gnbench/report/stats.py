@@ -19,14 +19,15 @@ MAX_EXACT_SPLITS = 200_000
 
 
 def median(values: Sequence[float]) -> float:
-    """The median, ``+inf`` counting as the largest value (``nan`` for no values).
+    """The median, ``+inf`` counting as the largest value (``nan`` for no values, or if any value
+    is ``nan``: an unknown cost makes the median unknown).
 
     Example:
-      >>> median([3.0, 1.0, math.inf])
-      3.0
+      >>> median([3.0, 1.0, math.inf]), median([1.0, math.nan])
+      (3.0, nan)
     """
     a = np.sort(np.asarray(values, dtype=float))
-    if a.size == 0:
+    if a.size == 0 or np.isnan(a).any():
         return math.nan
     mid = a.size // 2
     if a.size % 2:

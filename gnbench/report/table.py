@@ -1,4 +1,4 @@
-"""Markdown tables of the report: tuned methods, and every setting tried.
+"""Markdown tables of the report: the headline, variants, grid edges, tuned methods, every setting.
 
 Numbers are formatted for reading, not for parsing (the JSON files hold the raw values):
 ``∞`` marks a cost never reached, ``—`` a value that does not exist.
@@ -9,9 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gnbench.report.headline import CriticalBatch, HeadlineRow, VariantRow
 from gnbench.report.results import UNITS, RunResult
 from gnbench.report.stats import median
-from gnbench.report.tuning import MethodRow, group_settings, setting_score
+from gnbench.report.tuning import GridEdge, MethodRow, group_settings, setting_score
+
+# (method, scan value) -> grid key -> "low" / "high".
+EdgeMap = dict[tuple[str, Any], dict[str, str]]
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -20,6 +24,8 @@ def fmt(value: float | None, unit: str = "") -> str:
     Example:
       >>> [fmt(12.0, "step"), fmt(131072.0, "tokens"), fmt(2.4567), fmt(math.inf), fmt(None)]
       ['12', '131k', '2.457', '∞', '—']
+      >>> [fmt(3.1e12, "flops"), fmt(4.56e9, "flops"), fmt(2e15, "flops"), fmt(math.nan, "flops")]
+      ['3.10T', '4.56G', '2.00P', '—']
     """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -28,7 +34,14 @@ def fmt(value: float | None, unit: str = "") -> str:
     if unit == "step":
         return f"{value:.0f}"
     if unit == "tokens":
-        return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.0f}k"
+        if value >= 1e6:
+            return f"{value / 1e6:.2f}M"
+        return f"{value / 1e3:.0f}k" if value >= 1e3 else f"{value:.0f}"
+    if unit == "flops":
+        for suffix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(value) >= scale:
+                return f"{value / scale:.2f}{suffix}"
+        return f"{value:.0f}"
     if unit in ("grad_equivalents", "wall_clock"):
         return f"{value:.1f}"
     if unit == "speedup":
@@ -36,16 +49,35 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:.3f}"
 
 
-def fmt_setting(setting: dict[str, Any]) -> str:
-    """``lr=0.003, gn.inner_learning_rate=0.001``: keys without the ``optimizer.`` prefix.
+def fmt_setting(setting: dict[str, Any], edges: dict[str, str] | None = None) -> str:
+    """``lr=0.003, gn.inner_learning_rate=0.001``: keys without the ``optimizer.`` prefix; a
+    value at the edge of its grid is marked ``(edge: low)`` or ``(edge: high)``.
 
     Example:
       >>> fmt_setting({"optimizer.learning_rate": 0.003})
       'learning_rate=0.003'
+      >>> fmt_setting({"optimizer.learning_rate": 0.01}, {"optimizer.learning_rate": "low"})
+      'learning_rate=0.01 (edge: low)'
     """
     if not setting:
         return "(defaults)"
-    return ", ".join(f"{k.removeprefix('optimizer.')}={v}" for k, v in setting.items())
+    edges = edges or {}
+    return ", ".join(
+        f"{k.removeprefix('optimizer.')}={v}" + (f" (edge: {edges[k]})" if k in edges else "")
+        for k, v in setting.items()
+    )
+
+
+def edge_map(edges: list[GridEdge]) -> EdgeMap:
+    """(method, scan value) -> key -> side, for marking tuned settings in the tables."""
+    out: EdgeMap = {}
+    for e in edges:
+        out.setdefault((e.method, e.scan_value), {})[e.key] = e.side
+    return out
+
+
+def _row_setting(row: MethodRow, edges: EdgeMap | None) -> str:
+    return fmt_setting(row.setting, (edges or {}).get((row.method, row.scan_value)))
 
 
 def _spread_cell(s: tuple[float, float, float], unit: str) -> str:
@@ -53,21 +85,22 @@ def _spread_cell(s: tuple[float, float, float], unit: str) -> str:
     return f"{fmt(med, unit)} [{fmt(lo, unit)}, {fmt(hi, unit)}]"
 
 
-def methods_table(rows: list[MethodRow]) -> str:
-    """The main table: one line per tuned method.
+def methods_table(rows: list[MethodRow], edges: EdgeMap | None = None) -> str:
+    """The table of one scan value: one line per tuned method.
 
     Args:
       rows: tuned methods (one scan value).
+      edges: grid edges to mark in the settings (:func:`edge_map`).
 
     Returns:
       A Markdown table.
     """
     head = ["method", "best hyperparameters", "reached"]
     head += [f"{label} to target" for label in UNITS.values()]
-    head += ["final loss", "speedup (iter / tok / compute / wall)", "p (fewer iter)"]
+    head += ["final loss", "speedup (iter / tok / FLOPs / compute / wall)", "p (fewer iter)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [row.method, fmt_setting(row.setting), f"{row.reached}/{len(row.runs)}"]
+        cells = [row.method, _row_setting(row, edges), f"{row.reached}/{len(row.runs)}"]
         cells += [_spread_cell(row.to_target[u], u) for u in UNITS]
         cells.append(fmt(row.final_loss))
         cells.append(
@@ -118,4 +151,154 @@ def settings_table(results: list[RunResult], scan_value: Any = None) -> str:
             fmt(median([r.final_val_loss for r in runs])),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _speedup_cell(value: float | None, bound: bool) -> str:
+    return (">" if bound and value is not None else "") + fmt(value, "speedup")
+
+
+def fmt_critical(cb: CriticalBatch) -> str:
+    """A critical batch for a table cell (tokens per iteration).
+
+    Example:
+      >>> fmt_critical(CriticalBatch("interpolated", tokens=1689.6)), fmt_critical(
+      ...     CriticalBatch("below", tokens=500.0))
+      ('1.69k', '≤ 500 (smallest)')
+    """
+
+    def tokens(v: float | None) -> str:  # Three significant digits: an interpolated value.
+        if v is None:
+            return "—"
+        for suffix, scale in (("M", 1e6), ("k", 1e3)):
+            if v >= scale:
+                return f"{v / scale:.3g}{suffix}"
+        return f"{v:.3g}"
+
+    if cb.kind == "interpolated":
+        return tokens(cb.tokens)
+    if cb.kind == "below":
+        return f"≤ {tokens(cb.tokens)} (smallest)"
+    if cb.kind == "between":
+        return f"in ({tokens(cb.lo)}, {tokens(cb.hi)}]"
+    return "—"
+
+
+def headline_table(
+    heads: list[HeadlineRow], edges: EdgeMap | None = None, baseline: str = "adamw"
+) -> str:
+    """The headline table: each method at its own best batch size.
+
+    Args:
+      heads: :func:`gnbench.report.headline.headline`.
+      edges: grid edges to mark in the settings.
+      baseline: the method the speedups and p-values compare with (for the header).
+
+    Returns:
+      A Markdown table.
+    """
+    head = [
+        "method",
+        "tokens / iteration",
+        "best hyperparameters",
+        "reached",
+        "iterations to target",
+        "tokens to target",
+        "FLOPs to target",
+        "wall-clock (s) to target",
+        "ratio to full GN (iter / FLOPs)",
+        f"speedup over {baseline} (iter / FLOPs)",
+        "p (fewer iter)",
+        "critical batch (tokens / iteration)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for h in heads:
+        row = h.row
+        cells = [
+            row.method,
+            fmt(row.tokens_per_iteration, "tokens"),
+            _row_setting(row, edges),
+            f"{row.reached}/{len(row.runs)}",
+        ]
+        cells += [_spread_cell(row.to_target[u], u) for u in ("step", "tokens", "flops")]
+        cells.append(_spread_cell(row.to_target["wall_clock"], "wall_clock"))
+        cells.append(" / ".join(fmt(h.ratio_gn[u], "speedup") for u in ("step", "flops")))
+        cells.append(
+            " / ".join(_speedup_cell(h.speedup[u], h.speedup_bound[u]) for u in ("step", "flops"))
+        )
+        cells.append("—" if h.p_value is None else f"{h.p_value:.3f}")
+        cells.append(fmt_critical(h.critical))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def variants_table(variants: list[VariantRow], edges: EdgeMap | None = None) -> str:
+    """Each variant against its reference at the same batch.
+
+    Args:
+      variants: :func:`gnbench.report.headline.variant_rows`.
+      edges: grid edges to mark in the settings.
+
+    Returns:
+      A Markdown table.
+    """
+    head = [
+        "variant",
+        "of",
+        "tokens / iteration",
+        "variant hyperparameters",
+        "variant iterations",
+        "variant reached",
+        "reference iterations",
+        "reference reached",
+        "variant / reference (iter)",
+        "ratio to full GN, reference → variant (iter)",
+        "ratio to full GN, reference → variant (FLOPs)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in variants:
+        row, ref = v.row, v.ref
+        some = row or ref
+        cells = [
+            v.variant,
+            v.of,
+            fmt(some.tokens_per_iteration if some else None, "tokens"),
+            _row_setting(row, edges) if row else "—",
+            _spread_cell(row.to_target["step"], "step") if row else "—",
+            f"{row.reached}/{len(row.runs)}" if row else "—",
+            _spread_cell(ref.to_target["step"], "step") if ref else "—",
+            f"{ref.reached}/{len(ref.runs)}" if ref else "—",
+        ]
+        ratio = None
+        if row and ref and math.isfinite(ref.to_target["step"][0]):
+            ratio = row.to_target["step"][0] / ref.to_target["step"][0]
+        cells.append(fmt(ratio, "speedup"))
+        for u in ("step", "flops"):
+            cells.append(
+                f"{fmt(v.ratio_gn_ref[u], 'speedup')} → {fmt(v.ratio_gn_variant[u], 'speedup')}"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def edges_section(edges: list[GridEdge], scan_key: str | None = None) -> str:
+    """The list of tuned values at the edge of their grid (or a line saying there are none).
+
+    Example:
+      >>> print(edges_section([GridEdge("adamw", 8, "optimizer.learning_rate", 0.01, "low")],
+      ...                     "data.micro_batches"))
+      - adamw at data.micro_batches = 8: learning_rate = 0.01 is the grid's lowest value (low)
+      >>> edges_section([])
+      'none: every tuned setting is interior to its grid.'
+    """
+    if not edges:
+        return "none: every tuned setting is interior to its grid."
+    lines = []
+    for e in edges:
+        where = "" if e.scan_value is None else f" at {scan_key or 'scan'} = {e.scan_value}"
+        extreme = "lowest" if e.side == "low" else "highest"
+        lines.append(
+            f"- {e.method}{where}: {e.key.removeprefix('optimizer.')} = {e.value} is the "
+            f"grid's {extreme} value ({e.side})"
+        )
     return "\n".join(lines)

@@ -9,19 +9,26 @@ Results go to ``<out>/<sweep name>/`` (``plan.json``, ``status.json``, ``runs/<r
 ``report.md``). Rerunning the same command skips finished runs, resumes the others and retries
 failed ones. Exit code: 0 if every run is done (finished or diverged), 1 if some failed, 2 for a
 bad sweep file or option.
+
+A sweep with ``headline_seeds`` or ``variants`` runs in two stages: stage 1 (tuning) runs, then
+stage 2 (headline seeds at each method's headline point, variants at their reference's headline
+batch) is planned from the stage-1 results, ``plan.json`` is rewritten with it and the same
+executor runs it. Stage-2 runs already known from earlier results go in with stage 1. A run that
+failed earlier in the same command is not launched again by stage 2 (a rerun retries it).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
 
 from gnbench.report.build import write_report
 from gnbench.sweep.executors import EXECUTORS, TRAINER_CMD, make_executor
-from gnbench.sweep.plan import make_plan, write_plan
-from gnbench.sweep.spec import SweepError, load_sweep_file
+from gnbench.sweep.plan import Plan, make_plan, stage2_runs, with_stage2, write_plan
+from gnbench.sweep.spec import SweepError, SweepSpec, load_sweep_file
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,6 +96,14 @@ SLURM_FLAGS = {  # argparse dest -> SlurmExecutor keyword
 }
 
 
+def full_plan(spec: SweepSpec, stage1: Plan, sweep_dir: Path) -> tuple[Plan, list[str]]:
+    """Stage 1 plus the stage-2 runs the results under ``sweep_dir`` determine so far."""
+    if not spec.two_stage:
+        return stage1, []
+    runs, notes = stage2_runs(spec, stage1, sweep_dir)
+    return with_stage2(stage1, runs), notes
+
+
 def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
     """Command-line entry of ``gnbench sweep``.
 
@@ -115,16 +130,32 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
         executor = make_executor(
             args.executor, trainer_cmd=trainer_cmd, parallel=args.parallel, **slurm
         )
-        plan = make_plan(load_sweep_file(args.sweep_file, quick=args.quick))
+        spec = load_sweep_file(args.sweep_file, quick=args.quick)
+        stage1 = make_plan(spec)
     except (SweepError, ValueError) as e:
         print(f"gnbench sweep: {e}", file=sys.stderr)
         return 2
-    sweep_dir = Path(args.out) / plan.name
+    sweep_dir = Path(args.out) / stage1.name
+    plan, notes = full_plan(spec, stage1, sweep_dir)
     if args.executor == "dry-run" or args.slurm_dry_run:
         executor.execute(plan, sweep_dir)
         return 0
     write_plan(plan, sweep_dir)
     states = executor.execute(plan, sweep_dir)
+    if spec.two_stage:
+        again, notes = full_plan(spec, stage1, sweep_dir)
+        if [r.id for r in again.runs] != [r.id for r in plan.runs]:
+            new = len(again.runs) - len(plan.runs)
+            print(
+                f"sweep {plan.name}: stage 2: {new} more runs planned from stage-1 results",
+                file=sys.stderr,
+            )
+            held = frozenset(rid for rid, s in states.items() if s == "failed")
+            plan = again
+            write_plan(plan, sweep_dir)
+            states = executor.execute(dataclasses.replace(plan, hold=held), sweep_dir)
+        for note in notes:
+            print(f"sweep {plan.name}: {note}", file=sys.stderr)
     failed = sorted(rid for rid, s in states.items() if s == "failed")
     done = sum(s in ("finished", "diverged") for s in states.values())
     print(

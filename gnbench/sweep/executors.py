@@ -4,12 +4,14 @@ An executor takes a :class:`~gnbench.sweep.plan.Plan` and a sweep folder and ret
 every run. They are registered by name (``EXECUTORS``), so a cluster executor (SLURM: one array
 job, each task runs one run id) plugs in with ``@register_executor`` and nothing else changes.
 
-- ``dry-run`` prints the plan: ids, overrides and the exact commands; runs nothing.
+- ``dry-run`` prints the plan: ids, overrides and the exact commands, and for a two-stage sweep a
+  line saying stage 2 is planned from stage-1 results; runs nothing.
 - ``local`` runs a pool of ``parallel`` trainer subprocesses. Each run's stdout and stderr go to
   ``<run dir>/log.txt`` (appended, one header per attempt). The shared warm-up (if any) runs
-  first and alone. Runs with a ``summary.json`` are skipped; the others are (re)launched and the
-  trainer resumes them from their last checkpoint. A crash (non-zero exit) is recorded as
-  ``failed`` in ``status.json`` and the sweep goes on; a diverged run is done.
+  first and alone. Runs with a ``summary.json`` are skipped (and those in ``plan.hold``); the
+  others are (re)launched and the trainer resumes them from their last checkpoint. A crash
+  (non-zero exit) is recorded as ``failed`` in ``status.json`` and the sweep goes on; a diverged
+  run is done.
 
 Children stay in the sweep's process group, so killing the group stops everything; a rerun of
 the same command picks up where it stopped.
@@ -113,10 +115,14 @@ class DryRunExecutor(Executor):
         print(f"sweep {plan.name}: {len(runs)} runs -> {sweep_dir}")
         for run in runs:
             state = status.runs[run.id]["state"]
-            print(f"\n{run.id}  [{state}]")
+            stage = "" if run.stage == "tuning" else f"  ({run.stage})"
+            print(f"\n{run.id}  [{state}]{stage}")
             for key, value in run.overrides.items():
                 print(f"  {key} = {value!r}")
             print("  $ " + shlex.join(self.command(plan, run, sweep_dir)))
+        note = plan.stage2_note()
+        if note:
+            print(f"\n{note}")
         return {rid: e["state"] for rid, e in status.runs.items()}
 
 
@@ -152,7 +158,11 @@ class LocalExecutor(Executor):
     def _pool(
         self, runs: list[Run], plan: Plan, sweep_dir: Path, status: SweepStatus, bar: tqdm
     ) -> None:
-        queue = deque(r for r in runs if status.runs[r.id]["state"] not in DONE_STATES)
+        queue = deque(
+            r
+            for r in runs
+            if status.runs[r.id]["state"] not in DONE_STATES and r.id not in plan.hold
+        )
         running: dict[subprocess.Popen, tuple[Run, float]] = {}
         try:
             while queue or running:

@@ -7,6 +7,21 @@ names, progress bar) is left out, and the warm-up run's id is hashed in instead 
 same run gets the same id, folder, checkpoint and wandb name on every machine and every rerun.
 
 Run folders are ``<out>/<name>/runs/<run id>``; the plan is ``<out>/<name>/plan.json``.
+
+Stages. :func:`make_plan` gives stage 1 (``stage: "tuning"``): every method at every scan value,
+grid point and seed of ``seeds``. A sweep with ``headline_seeds`` or ``variants`` gets stage 2 from
+:func:`stage2_runs`, planned from the finished stage-1 results with the report's own tuning code
+(:func:`gnbench.report.tuning.summarize` on the tuning seeds, then
+:func:`gnbench.report.headline.headline_rows`):
+
+- ``stage: "headline"``: each method's tuned setting at its best scan value, one run per seed of
+  ``headline_seeds``. Planned once every stage-1 run of the method is done.
+- ``stage: "variant"``: each variant on its grid at its reference's headline scan value, one run
+  per seed of ``seeds + headline_seeds``. Planned once every stage-1 run of the reference is done.
+
+Stage-2 ids are hashed exactly like stage-1 ones (the same overrides give the same id), so a rerun
+finds them. ``plan.json`` also records ``seeds`` (tuning seeds), ``headline_seeds``, ``grids``
+(``{method: {key: [values]}}``, variants included) and ``variants`` (``{variant: reference}``).
 """
 
 from __future__ import annotations
@@ -18,7 +33,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gnbench.report.io import atomic_write_json
+from gnbench.report.headline import headline_rows
+from gnbench.report.io import atomic_write_json, load_runs
+from gnbench.report.results import sweep_results
+from gnbench.report.tuning import summarize
 from gnbench.sweep.spec import SweepSpec
 
 # Keys set per run by the sweep itself; they never enter the run id.
@@ -43,6 +61,7 @@ class Run:
       seed: the seed.
       scan_value: the value of the scanned key, or ``None`` without a scan.
       init_from: id of the run whose final state initializes this one, or ``None``.
+      stage: ``tuning`` (stage 1), ``headline`` or ``variant`` (stage 2).
     """
 
     id: str
@@ -52,6 +71,7 @@ class Run:
     seed: int | None
     scan_value: Any = None
     init_from: str | None = None
+    stage: str = "tuning"
 
     @property
     def workdir(self) -> str:
@@ -61,7 +81,13 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """All runs of a sweep; ``warmup`` (if any) must finish before ``runs`` start."""
+    """All runs of a sweep; ``warmup`` (if any) must finish before ``runs`` start.
+
+    ``seeds`` are the tuning seeds, ``headline_seeds`` the stage-2 ones, ``grids`` each method's
+    (and variant's) grid and ``variants`` maps each variant to its reference method. ``hold``:
+    ids executors must not launch this time (runs that failed earlier in the same command; not
+    written to ``plan.json``).
+    """
 
     name: str
     base: str
@@ -70,6 +96,38 @@ class Plan:
     scan_key: str | None
     warmup: Run | None
     runs: list[Run]
+    seeds: list[int] = dataclasses.field(default_factory=list)
+    headline_seeds: list[int] = dataclasses.field(default_factory=list)
+    grids: dict[str, dict[str, list[Any]]] = dataclasses.field(default_factory=dict)
+    variants: dict[str, str] = dataclasses.field(default_factory=dict)
+    hold: frozenset[str] = frozenset()
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether stage 2 (headline seeds, variants) follows stage 1."""
+        return bool(self.headline_seeds or self.variants)
+
+    def stage2_note(self) -> str | None:
+        """One line saying what stage 2 will add, or ``None`` without a stage 2."""
+        if not self.two_stage:
+            return None
+        parts = []
+        if self.headline_seeds:
+            parts.append(
+                f"headline seeds {self.headline_seeds} at each method's tuned setting"
+                + (f" at its best {self.scan_key}" if self.scan_key else "")
+            )
+        if self.variants:
+            parts.append(
+                "variants "
+                + ", ".join(f"{v} (of {of})" for v, of in self.variants.items())
+                + f" tuned at their reference's headline point with seeds "
+                f"{self.seeds + self.headline_seeds}"
+            )
+        planned = sum(r.stage != "tuning" for r in self.runs)
+        return f"stage 2 ({'; '.join(parts)}) is planned from stage-1 results as they finish" + (
+            f"; {planned} stage-2 runs planned so far" if planned else ""
+        )
 
     def all_runs(self) -> list[Run]:
         """The warm-up (if any) followed by the planned runs."""
@@ -87,15 +145,8 @@ def run_id(prefix: str, overrides: dict[str, Any]) -> str:
     return f"{prefix}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
 
 
-def make_plan(spec: SweepSpec) -> Plan:
-    """Expands a sweep into runs: scan values x methods x grid points x seeds.
-
-    Args:
-      spec: a checked sweep (see :func:`gnbench.sweep.spec.load_sweep_file`).
-
-    Returns:
-      The :class:`Plan`, runs in a fixed order.
-    """
+def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
+    """The overrides every run shares and the shared warm-up run (or ``None``)."""
     common = dict(spec.overrides)
     if spec.target_loss is not None:
         common["train.target_loss"] = spec.target_loss
@@ -114,32 +165,83 @@ def make_plan(spec: SweepSpec) -> Plan:
             setting={},
             seed=w_over.get("seed"),
         )
-    runs = []
-    for scan_value in spec.scan_values or [None]:
-        for method, m in spec.methods.items():
-            keys = list(m.grid)
-            for point in itertools.product(*(m.grid[k] for k in keys)):
-                setting = dict(zip(keys, point, strict=True))
-                for seed in spec.seeds:
-                    over = {**common, **m.overrides, **setting, "seed": seed}
-                    if spec.scan_key is not None:
-                        over[spec.scan_key] = scan_value
-                    hashed = dict(over, **({"_warmup": warmup.id} if warmup else {}))
-                    runs.append(
-                        Run(
-                            id=run_id(method, hashed),
-                            method=method,
-                            overrides=over,
-                            setting=setting,
-                            seed=seed,
-                            scan_value=scan_value,
-                            init_from=warmup.id if warmup else None,
-                        )
-                    )
+    return common, warmup
+
+
+def make_run(
+    spec: SweepSpec,
+    method: str,
+    setting: dict[str, Any],
+    seed: int,
+    scan_value: Any = None,
+    stage: str = "tuning",
+) -> Run:
+    """One run of ``method`` (a method or a variant of ``spec``) with its id.
+
+    The id hashes the run's overrides (sweep-wide ones, the method's, the grid point, the seed,
+    the scan value and the warm-up's id), never its stage: the same run always gets the same id.
+
+    Example:
+      >>> from gnbench.sweep.spec import MethodSpec
+      >>> spec = SweepSpec("s", Path("b.py"), {}, {"adamw": MethodSpec({}, {})}, [0])
+      >>> make_run(spec, "adamw", {}, 1).id == make_run(spec, "adamw", {}, 1, stage="headline").id
+      True
+    """
+    common, warmup = _common(spec)
+    m = spec.methods.get(method) or spec.variants[method]
+    over = {**common, **m.overrides, **setting, "seed": seed}
+    if spec.scan_key is not None:
+        over[spec.scan_key] = scan_value
+    hashed = dict(over, **({"_warmup": warmup.id} if warmup else {}))
+    return Run(
+        id=run_id(method, hashed),
+        method=method,
+        overrides=over,
+        setting=dict(setting),
+        seed=seed,
+        scan_value=scan_value,
+        init_from=warmup.id if warmup else None,
+        stage=stage,
+    )
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every point of a grid, in the order listed (one empty point for an empty grid).
+
+    Example:
+      >>> grid_points({"a": [1, 2], "b": [0]})
+      [{'a': 1, 'b': 0}, {'a': 2, 'b': 0}]
+    """
+    keys = list(grid)
+    return [dict(zip(keys, p, strict=True)) for p in itertools.product(*(grid[k] for k in keys))]
+
+
+def _check_unique(runs: list[Run]) -> None:
     ids = [r.id for r in runs]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"the sweep plans the same run twice: {dup} (duplicate grid values?)")
+
+
+def make_plan(spec: SweepSpec) -> Plan:
+    """Stage 1 of a sweep: scan values x methods x grid points x seeds (all ``stage="tuning"``).
+
+    Args:
+      spec: a checked sweep (see :func:`gnbench.sweep.spec.load_sweep_file`).
+
+    Returns:
+      The :class:`Plan`, runs in a fixed order. Stage 2 (if the sweep has one) comes later from
+      :func:`stage2_runs` and :func:`with_stage2`.
+    """
+    _, warmup = _common(spec)
+    runs = [
+        make_run(spec, method, setting, seed, scan_value)
+        for scan_value in spec.scan_values or [None]
+        for method, m in spec.methods.items()
+        for setting in grid_points(m.grid)
+        for seed in spec.seeds
+    ]
+    _check_unique(runs)
     return Plan(
         name=spec.name,
         base=str(spec.base),
@@ -148,7 +250,75 @@ def make_plan(spec: SweepSpec) -> Plan:
         scan_key=spec.scan_key,
         warmup=warmup,
         runs=runs,
+        seeds=list(spec.seeds),
+        headline_seeds=list(spec.headline_seeds),
+        grids=spec.grids(),
+        variants={v: vs.of for v, vs in spec.variants.items()},
     )
+
+
+def stage2_runs(spec: SweepSpec, plan: Plan, sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
+    """The stage-2 runs that the stage-1 results on disk determine so far.
+
+    Reads the stage-1 runs of ``plan`` under ``sweep_dir`` (writes nothing), tunes every method
+    with the report's rule on the tuning seeds and takes each method's headline point
+    (:func:`gnbench.report.headline.headline_rows`). A method's headline runs (and the variants of
+    it) are planned only when every one of its stage-1 runs is done, so results still to come can
+    never move them.
+
+    Args:
+      spec: the sweep.
+      plan: its stage 1 (:func:`make_plan`); stage-2 runs in it are ignored.
+      sweep_dir: the sweep folder.
+
+    Returns:
+      ``(stage-2 runs in a fixed order, notes on methods whose stage 2 waits)``.
+    """
+    if not spec.two_stage:
+        return [], []
+    stage1 = dataclasses.replace(plan, runs=[r for r in plan.runs if r.stage == "tuning"])
+    sweep = load_runs(sweep_dir, plan_to_json(stage1))
+    pending = {m: 0 for m in spec.methods}
+    for r in sweep.runs:
+        if r.summary is None:
+            pending[r.entry["method"]] += 1
+    needed = set(spec.methods if spec.headline_seeds else ()) | {
+        v.of for v in spec.variants.values()
+    }
+    ready = {m for m in needed if pending[m] == 0}
+    notes = [
+        f"stage 2 of {m} waits for its {pending[m]} stage-1 runs not done yet"
+        for m in spec.methods
+        if m in needed and m not in ready
+    ]
+    if not ready:
+        return [], notes
+    _, results = sweep_results(sweep)
+    heads = headline_rows(summarize(results, baseline=spec.baseline, seeds=spec.seeds))
+    runs = []
+    for method in spec.methods:
+        if spec.headline_seeds and method in ready and method in heads:
+            head = heads[method]
+            runs += [
+                make_run(spec, method, head.setting, seed, head.scan_value, "headline")
+                for seed in spec.headline_seeds
+            ]
+    for variant, v in spec.variants.items():
+        if v.of in ready and v.of in heads:
+            scan_value = heads[v.of].scan_value
+            runs += [
+                make_run(spec, variant, setting, seed, scan_value, "variant")
+                for setting in grid_points(v.grid)
+                for seed in spec.seeds + spec.headline_seeds
+            ]
+    return runs, notes
+
+
+def with_stage2(plan: Plan, runs: list[Run]) -> Plan:
+    """``plan``'s stage-1 runs followed by the stage-2 ``runs``."""
+    runs = [r for r in plan.runs if r.stage == "tuning"] + list(runs)
+    _check_unique(runs)
+    return dataclasses.replace(plan, runs=runs)
 
 
 def format_value(value: Any) -> str:
@@ -201,6 +371,10 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         scan_key=plan.scan_key,
         warmup=entry(plan.warmup) if plan.warmup else None,
         runs=[entry(r) for r in plan.runs],
+        seeds=list(plan.seeds),
+        headline_seeds=list(plan.headline_seeds),
+        grids=plan.grids,
+        variants=plan.variants,
     )
 
 

@@ -209,7 +209,11 @@ class SlurmExecutor(Executor):
                     if status.runs[run.id]["state"] not in DONE_STATES:
                         status.set(run.id, state="failed", error="the warm-up run did not finish")
                 return {rid: e["state"] for rid, e in status.runs.items()}
-        todo = [r for r in plan.runs if status.runs[r.id]["state"] not in DONE_STATES]
+        todo = [
+            r
+            for r in plan.runs
+            if status.runs[r.id]["state"] not in DONE_STATES and r.id not in plan.hold
+        ]
         if todo:
             self._submit_and_follow(plan, todo, sweep_dir, status, "sweep")
         return {rid: e["state"] for rid, e in status.runs.items()}
@@ -225,6 +229,9 @@ class SlurmExecutor(Executor):
                 print(self.script(plan, runs, sweep_dir, tag))
             for i, run in enumerate(runs):
                 print(f"# task {i}: {run.id}\n#   {shlex.join(self.command(plan, run, sweep_dir))}")
+        note = plan.stage2_note()
+        if note:
+            print(f"\n# {note}")
         return {rid: e["state"] for rid, e in status.runs.items()}
 
     def _follow_previous(self, plan: Plan, sweep_dir: Path, status: SweepStatus) -> None:

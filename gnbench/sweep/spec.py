@@ -15,12 +15,28 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
       "warmup": {"steps": 10, "overrides": {}},          # optional shared AdamW warm-up run
       "scan": {"key": "data.micro_batches", "values": [4, 8]},  # optional batch-size scan
       "baseline": "adamw",                   # optional: the method speedups are measured against
+      "headline_seeds": [1, 2],              # optional: extra seeds at each headline point
+      "variants": {"muon_optax": {"of": "muon"}},   # optional: tuned at the reference's batch
     }
 
 Keys are dotted config paths (nested dicts are flattened, so a ConfigDict can spell them nested).
 A method without ``optimizer.name`` in its overrides runs the optimizer of the same name. Every
 override key is checked against the base config: an unknown key, or a value the field cannot
 hold, fails before anything runs.
+
+Two stages. Stage 1 (*tuning*) runs every method at every scan value, every grid point and every
+seed of ``seeds``. When the sweep has ``headline_seeds`` or ``variants``, stage 2 is planned from
+the finished stage-1 results (:func:`gnbench.sweep.plan.stage2_runs`):
+
+- ``headline_seeds``: seeds (not in ``seeds``) run only at each method's *headline point*: its
+  tuned setting (chosen on the ``seeds`` runs alone) at its best scan value (fewest median
+  iterations to target; ties go to fewer tokens per iteration). Without a scan the headline point
+  is the tuned setting.
+- ``variants``: ``variant -> {"of": method, "overrides": {...}, "grid": {...}}``. A variant is
+  another method (``optimizer.name`` defaults to the variant's name, as for methods; its
+  ``overrides`` are its own, not the reference's) tuned on its ``grid`` (default: the reference
+  method's grid) at its reference's headline scan value only, with ``seeds + headline_seeds``.
+  The report compares it with its reference at that batch.
 """
 
 from __future__ import annotations
@@ -48,6 +64,8 @@ _TOP_KEYS = {
     "target_loss",
     "scan",
     "baseline",
+    "headline_seeds",
+    "variants",
 }
 
 
@@ -61,6 +79,13 @@ class MethodSpec:
 
     overrides: dict[str, Any]
     grid: dict[str, list[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantSpec(MethodSpec):
+    """A variant of a method (``of``): tuned in stage 2 at the reference's headline scan value."""
+
+    of: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +103,17 @@ class SweepSpec:
     scan_key: str | None = None
     scan_values: list[Any] = dataclasses.field(default_factory=list)
     baseline: str = "adamw"
+    headline_seeds: list[int] = dataclasses.field(default_factory=list)
+    variants: dict[str, VariantSpec] = dataclasses.field(default_factory=dict)
+
+    @property
+    def two_stage(self) -> bool:
+        """Whether stage 2 (headline seeds, variants) is planned after stage 1."""
+        return bool(self.headline_seeds or self.variants)
+
+    def grids(self) -> dict[str, dict[str, list[Any]]]:
+        """method or variant -> its grid (key -> values)."""
+        return {m: dict(s.grid) for m, s in {**self.methods, **self.variants}.items()}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -178,6 +214,44 @@ def _as_list(value: Any, where: str) -> list[Any]:
     raise SweepError(f"{where} must be a non-empty list, got {value!r}")
 
 
+def _seeds(value: Any, where: str, empty_ok: bool = False) -> list[int]:
+    """A list of distinct integer seeds; fails naming the bad value."""
+    if empty_ok and isinstance(value, (list, tuple)) and not value:
+        return []
+    seeds = _as_list(value, where)
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int):
+            raise SweepError(f"{where}: seed {s!r} is not an integer")
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        raise SweepError(f"{where}: seeds {dup} appear more than once")
+    return list(seeds)
+
+
+def _parse_method(
+    config: ml_collections.ConfigDict,
+    overrides: dict[str, Any],
+    method: str,
+    m: Any,
+    kind: str = "method",
+) -> MethodSpec:
+    """Checks one method (or variant) entry: its fields, override keys and grid values."""
+    m = dict(m or {})
+    extra = set(m) - {"overrides", "grid"}
+    if extra:
+        raise SweepError(f"{kind} {method!r}: unknown fields {sorted(extra)}")
+    m_over = {"optimizer.name": method, **flatten(m.get("overrides"))}
+    grid = {k: _as_list(v, f"{method} grid {k}") for k, v in flatten(m.get("grid")).items()}
+    check_overrides(config, {**overrides, **m_over}, f"{kind} {method!r} overrides")
+    for key, values in grid.items():
+        for value in values:
+            check_overrides(config, {key: value}, f"{kind} {method!r} grid")
+        dup = [v for i, v in enumerate(values) if v in values[:i]]
+        if dup:
+            raise SweepError(f"{kind} {method!r} grid {key}: values {dup} appear more than once")
+    return MethodSpec(overrides=m_over, grid=grid)
+
+
 def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
     """Checks a ``get_sweep()`` result and turns it into a :class:`SweepSpec`.
 
@@ -203,20 +277,35 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
     config = load_config_file(base)
     overrides = flatten(raw.get("overrides"))
     check_overrides(config, overrides, "overrides")
-    methods = {}
-    for method, m in raw["methods"].items():
-        m = dict(m or {})
-        extra = set(m) - {"overrides", "grid"}
-        if extra:
-            raise SweepError(f"method {method!r}: unknown fields {sorted(extra)}")
-        m_over = {"optimizer.name": method, **flatten(m.get("overrides"))}
-        grid = {k: _as_list(v, f"{method} grid {k}") for k, v in flatten(m.get("grid")).items()}
-        check_overrides(config, {**overrides, **m_over}, f"method {method!r} overrides")
-        for key, values in grid.items():
-            for value in values:
-                check_overrides(config, {key: value}, f"method {method!r} grid")
-        methods[method] = MethodSpec(overrides=m_over, grid=grid)
-    seeds = [int(s) for s in _as_list(raw["seeds"], "seeds")]
+    if not isinstance(raw["methods"], dict) or not raw["methods"]:
+        raise SweepError(f"methods must be a non-empty dict, got {raw['methods']!r}")
+    methods = {
+        method: _parse_method(config, overrides, method, m) for method, m in raw["methods"].items()
+    }
+    seeds = _seeds(raw["seeds"], "seeds")
+    headline_seeds = _seeds(raw.get("headline_seeds") or [], "headline_seeds", empty_ok=True)
+    both = sorted(set(seeds) & set(headline_seeds))
+    if both:
+        raise SweepError(f"headline_seeds {both} are already tuning seeds (seeds={seeds})")
+    variants = {}
+    raw_variants = raw.get("variants") or {}
+    if not isinstance(raw_variants, dict):
+        raise SweepError(
+            f"variants must be a dict variant -> {{'of': method, ...}}, got {raw_variants!r}"
+        )
+    for variant, v in raw_variants.items():
+        v = dict(v or {})
+        if variant in methods:
+            raise SweepError(f"variant {variant!r} is also a method; give the variant its own name")
+        of = v.pop("of", None)
+        if of not in methods:
+            raise SweepError(
+                f"variant {variant!r}: 'of' must name one of the methods {sorted(methods)}, "
+                f"got {of!r}"
+            )
+        v.setdefault("grid", methods[of].grid)
+        m = _parse_method(config, overrides, variant, v, kind="variant")
+        variants[variant] = VariantSpec(overrides=m.overrides, grid=m.grid, of=of)
     warmup = raw.get("warmup")
     spec = SweepSpec(
         name=str(raw["name"]),
@@ -228,6 +317,8 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         warmup_steps=None if not warmup else int(warmup["steps"]),
         warmup_overrides=flatten((warmup or {}).get("overrides")),
         baseline=str(raw.get("baseline", "adamw")),
+        headline_seeds=headline_seeds,
+        variants=variants,
     )
     if spec.target_loss is not None:
         check_overrides(config, {"train.target_loss": spec.target_loss}, "target_loss")

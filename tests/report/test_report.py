@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from gnbench.report import (
+    UNITS,
     first_crossing,
     mann_whitney_less,
     median,
@@ -49,11 +50,23 @@ def test_first_crossing_is_the_first_eval_at_or_below_target():
 def test_costs_to_target_in_every_unit(results):
     r = by(results, "adamw", ADAMW_B, 0)
     assert r.status == "finished" and r.reached
-    assert r.to_target == {"step": 6, "tokens": 6000, "grad_equivalents": 48, "wall_clock": 12}
+    assert r.to_target == {
+        "step": 6,
+        "tokens": 6000,
+        "flops": 12e9,
+        "grad_equivalents": 48,
+        "wall_clock": 12,
+    }
     assert r.final_val_loss == pytest.approx(2.30)
     assert r.tokens_per_iteration == 5 * 25 * 8
     r = by(results, "gn", GN_X, 2)
-    assert r.to_target == {"step": 6, "tokens": 9000, "grad_equivalents": 60, "wall_clock": 15}
+    assert r.to_target == {
+        "step": 6,
+        "tokens": 9000,
+        "flops": 30e9,
+        "grad_equivalents": 60,
+        "wall_clock": 15,
+    }
     unreached = by(results, "adamw", ADAMW_A, 2)
     assert not unreached.reached and unreached.to_target["step"] == INF
     assert unreached.final_val_loss == pytest.approx(2.55)
@@ -99,21 +112,29 @@ def test_rows_spreads_speedups_and_p_values(results):
     assert adamw.to_target == {
         "step": (8, 6, 10),
         "tokens": (8000, 6000, 10000),
+        "flops": (16e9, 12e9, 20e9),
         "grad_equivalents": (64, 48, 80),
         "wall_clock": (16, 12, 20),
     }
     assert gn.to_target == {
         "step": (4, 4, 6),
         "tokens": (6000, 6000, 9000),
+        "flops": (20e9, 20e9, 30e9),
         "grad_equivalents": (40, 40, 60),
         "wall_clock": (10, 10, 15),
     }
     assert (adamw.reached, gn.reached) == (3, 3)
     assert adamw.final_loss == pytest.approx(2.35) and gn.final_loss == pytest.approx(2.20)
-    assert adamw.speedup == {"step": 1, "tokens": 1, "grad_equivalents": 1, "wall_clock": 1}
+    assert adamw.speedup == {u: 1 for u in UNITS}
     assert not any(gn.speedup_bound.values())
     assert gn.speedup == pytest.approx(
-        {"step": 2.0, "tokens": 8000 / 6000, "grad_equivalents": 1.6, "wall_clock": 1.6}
+        {
+            "step": 2.0,
+            "tokens": 8000 / 6000,
+            "flops": 0.8,
+            "grad_equivalents": 1.6,
+            "wall_clock": 1.6,
+        }
     )
     # Pooled [4,4,6 | 6,8,10]: mid-ranks give U = 0.5; 2 of the 20 splits have U <= 0.5.
     assert gn.p_value == pytest.approx(0.1) and adamw.p_value is None
@@ -124,13 +145,23 @@ def test_speedup_is_a_lower_bound_when_adamw_never_reaches(tmp_path):
     runs += [("gn", GN_X, s, 4, 2.2, "finished") for s in range(3)]
     _, results = sweep_results(load_sweep(write_sweep(tmp_path / "slow", runs=runs)))
     gn = {r.method: r for r in summarize(results)}["gn"]
-    # AdamW spent its budget (10 iterations: 10000 tokens, 80 grad-eq, 20 s) without reaching.
+    # AdamW spent its budget (10 iterations: 10000 tokens, 20 GFLOPs, 80 grad-eq, 20 s) without
+    # reaching; GN reached at 4 (6000 tokens, 20 GFLOPs, 40 grad-eq, 10 s).
     assert gn.speedup == pytest.approx(
-        {"step": 10 / 4, "tokens": 10000 / 6000, "grad_equivalents": 2.0, "wall_clock": 2.0}
+        {
+            "step": 10 / 4,
+            "tokens": 10000 / 6000,
+            "flops": 1.0,
+            "grad_equivalents": 2.0,
+            "wall_clock": 2.0,
+        }
     )
     assert all(gn.speedup_bound.values())
     report_main([str(tmp_path / "slow")])
-    assert ">2.50× / >1.67× / >2.00× / >2.00×" in (tmp_path / "slow" / "report.md").read_text()
+    assert (
+        ">2.50× / >1.67× / >1.00× / >2.00× / >2.00×"
+        in (tmp_path / "slow" / "report.md").read_text()
+    )
 
 
 def test_exact_mann_whitney_against_hand_values_and_scipy():
@@ -158,11 +189,14 @@ def test_report_markdown_and_figures(tmp_path):
     folder = write_sweep(tmp_path / "fixture")
     assert report_main([str(folder)]) == 0
     text = (folder / "report.md").read_text()
+    # No grids in this plan: the values seen among the runs are the grids, so both tuned values
+    # sit on an edge.
     assert (
-        "| gn | gn.inner_learning_rate=0.01 | 3/3 | 4 [4, 6] | 6k [6k, 9k] | 40.0 [40.0, 60.0]"
-        " | 10.0 [10.0, 15.0] | 2.200 | 2.00× / 1.33× / 1.60× / 1.60× | 0.100 |"
+        "| gn | gn.inner_learning_rate=0.01 (edge: low) | 3/3 | 4 [4, 6] | 6k [6k, 9k]"
+        " | 20.00G [20.00G, 30.00G] | 40.0 [40.0, 60.0] | 10.0 [10.0, 15.0] | 2.200"
+        " | 2.00× / 1.33× / 0.80× / 1.60× / 1.60× | 0.100 |"
     ) in text
-    assert "| adamw | learning_rate=0.003 | 3/3 | 8 [6, 10] |" in text
+    assert "| adamw | learning_rate=0.003 (edge: high) | 3/3 | 8 [6, 10] |" in text
     assert "Runs: 12/13 done (1 diverged)" in text and "Tuning rule" in text
     for png in ("curves.png", "to_target.png"):
         assert (folder / png).stat().st_size > 1000

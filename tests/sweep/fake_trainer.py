@@ -5,7 +5,9 @@
 ``train.workdir``; it "checkpoints" its step in ``progress.txt`` after every iteration and resumes
 from it; it exits at once if ``summary.json`` exists. Every invocation appends ``start`` (and
 ``finish`` when it completes) to ``invocations.txt`` so tests can count launches. Loss:
-``2 + 3 exp(-lr * step) + 0.01 * seed`` (tokens 1000 per step, compute 8, wall-clock 0.5 s).
+``2 + 3 exp(-lr * step) + 0.01 * seed`` with ``lr = learning_rate * (micro_batches / 10) **
+fake.batch_power`` (tokens 1000 per step, compute 8, wall-clock 0.5 s; no ``flops`` field, like
+an older trainer).
 """
 
 import importlib.util
@@ -64,6 +66,7 @@ def main(argv):
     progress = work / "progress.txt"
     start = int(progress.read_text()) if progress.exists() else 0
     lr, seed, steps = config.optimizer.learning_rate, config.seed, config.train.steps
+    lr *= (config.data.micro_batches / 10) ** config.fake.batch_power
 
     def units(step):
         return dict(

@@ -1,0 +1,227 @@
+"""The headline (each method at its own best batch size), critical batch, variants, grid edges and
+the tuning seeds, against values worked out by hand from tests/report/fixture.py."""
+
+import math
+
+import pytest
+
+from gnbench.report import (
+    GridEdge,
+    MethodRow,
+    critical_batch,
+    grid_edges,
+    headline_rows,
+    select_best,
+    summarize,
+    sweep_results,
+    variant_rows,
+)
+from gnbench.report.cli import report_main
+from gnbench.report.headline import headline
+from gnbench.report.io import load_sweep
+from gnbench.report.results import RunResult
+from gnbench.report.table import fmt_critical
+from tests.report.fixture import (
+    ADAMW_A,
+    ADAMW_B,
+    GN_X,
+    GN_Y,
+    HEADLINE_GRIDS,
+    INNER,
+    LR,
+    write_headline_sweep,
+    write_sweep,
+)
+
+INF = math.inf
+
+
+@pytest.fixture
+def scan(tmp_path):
+    folder = write_headline_sweep(tmp_path / "headline")
+    _, results = sweep_results(load_sweep(folder))
+    return folder, results, summarize(results, seeds=[0])
+
+
+def _row(method, setting, tpi=None, steps=(), scan_value=None):
+    runs = [
+        RunResult(
+            f"{method}-{i}", method, setting, i, scan_value, "finished", {"step": s}, 2.0, [], tpi
+        )
+        for i, s in enumerate(steps)
+    ]
+    return MethodRow(method, scan_value, setting, runs, {}, 2.0, {}, None)
+
+
+def test_grid_edges_low_high_interior_and_one_value_grids():
+    grids = {"m": {"lr": [0.3, 0.1, 0.01], "wd": [0.0, 0.1], "beta": [0.9], "name": ["a", "b"]}}
+    rows = [
+        _row("m", {"lr": 0.01, "wd": 0.1, "beta": 0.9, "name": "a"}, scan_value=4),  # low, high
+        _row("m", {"lr": 0.3, "wd": 0.0}, scan_value=8),  # high (grid order is not size order)
+        _row("m", {"lr": 0.1, "beta": 0.9}, scan_value=16),  # interior; a 1-value grid
+    ]
+    assert grid_edges(rows, grids) == [
+        GridEdge("m", 4, "lr", 0.01, "low"),
+        GridEdge("m", 4, "wd", 0.1, "high"),
+        GridEdge("m", 8, "lr", 0.3, "high"),
+        GridEdge("m", 8, "wd", 0.0, "low"),
+    ]
+    # Without recorded grids the values seen among the method's runs stand in.
+    seen = [_row("m", {"lr": v}, steps=[4]) for v in (0.01, 0.1)]
+    assert grid_edges(seen[:1], None, [r for row in seen for r in row.runs]) == [
+        GridEdge("m", None, "lr", 0.01, "low")
+    ]
+    assert grid_edges(seen[:1]) == []  # Its own runs only: one value, never an edge.
+
+
+def test_grid_edges_of_the_headline_fixture(scan):
+    _, results, rows = scan
+    assert grid_edges(rows, HEADLINE_GRIDS) == [
+        GridEdge("muon", 4, LR, 0.03, "high"),
+        GridEdge("muon", 8, LR, 0.03, "high"),
+        GridEdge("gauss_newton", 16, INNER, 0.01, "high"),
+        GridEdge("muon", 16, LR, 0.03, "high"),
+        GridEdge("muon_optax", 8, LR, 0.01, "low"),
+    ]  # adamw's 3e-3 is interior everywhere; its 1-value weight_decay grid is never flagged.
+
+
+def test_selection_ignores_headline_seeds(tmp_path):
+    # Tuning seed 0: lr 1e-3 reaches at 6, lr 3e-3 at 8. The headline seeds of 1e-3 never reach:
+    # counted, they would make its median ∞ and hand the win to 3e-3.
+    runs = [
+        ("adamw", ADAMW_A, 0, 6, 2.3, "finished"),
+        ("adamw", ADAMW_B, 0, 8, 2.3, "finished"),
+        ("adamw", ADAMW_A, 1, None, 2.6, "finished", "headline"),
+        ("adamw", ADAMW_A, 2, None, 2.6, "finished", "headline"),
+    ]
+    folder = write_sweep(tmp_path / "sel", runs=runs, seeds=[0], headline_seeds=[1, 2])
+    _, results = sweep_results(load_sweep(folder))
+    assert select_best(results)[("adamw", None)][0].setting == ADAMW_B  # Counting every seed.
+    best = select_best(results, seeds=[0])[("adamw", None)]
+    assert best[0].setting == ADAMW_A and sorted(r.seed for r in best) == [0, 1, 2]
+    (row,) = summarize(results, seeds=[0])
+    assert row.to_target["step"] == (INF, 6, INF) and row.reached == 1
+    assert report_main([str(folder)]) == 0
+    assert (
+        "| adamw | learning_rate=0.001 (edge: low) | 1/3 | ∞ [6, ∞] |"
+        in (folder / "report.md").read_text()
+    )
+
+
+def test_headline_picks_the_fewest_iterations_and_breaks_ties_by_fewer_tokens(scan):
+    _, _, rows = scan
+    heads = headline_rows(rows, exclude={"muon_optax"})
+    assert list(heads) == ["adamw", "gauss_newton", "muon"]
+    # adamw: 6 iterations at K=8 and K=16 (seed 0); K=8 feeds fewer tokens. Its headline seeds
+    # (8, 10 at K=8) would move it to K=16 if they counted.
+    assert heads["adamw"].scan_value == 8 and heads["adamw"].setting[LR] == 3e-3
+    assert heads["adamw"].to_target["step"] == (8, 6, 10)
+    assert heads["gauss_newton"].scan_value == 16 and heads["gauss_newton"].setting == {INNER: 1e-2}
+    assert heads["muon"].scan_value == 8 and heads["muon"].setting == {LR: 0.03}
+    assert [r.tokens_per_iteration for r in heads.values()] == [1000, 2000, 1000]
+
+
+def test_critical_batch_interpolates_in_log_log():
+    rows = [_row("m", {}, tpi, [s]) for tpi, s in ((500, 10), (1000, 6), (2000, 2))]
+    cb = critical_batch(rows)
+    # 2 S_min = 4 lies between (1000, 6) and (2000, 2): log B = log 1000 + t log 2 with
+    # t = log(4/6) / log(2/6).
+    assert cb.kind == "interpolated" and cb.s_min == 2
+    assert cb.tokens == pytest.approx(1000 * 2 ** (math.log(2 / 3) / math.log(1 / 3)))
+    assert cb.tokens == pytest.approx(1291.5, abs=0.1)
+    exact = critical_batch([_row("m", {}, tpi, [s]) for tpi, s in ((500, 8), (1000, 4))])
+    assert (exact.kind, exact.tokens) == ("interpolated", 500)
+    flat = critical_batch([_row("m", {}, tpi, [s]) for tpi, s in ((500, 6), (1000, 4), (2000, 4))])
+    assert (flat.kind, flat.tokens) == ("below", 500) and fmt_critical(flat) == "≤ 500 (smallest)"
+    unreached = [_row("m", {}, tpi, [s]) for tpi, s in ((500, INF), (1000, 3), (2000, 2))]
+    assert critical_batch(unreached).kind == "between"  # B_crit in (500, 1000]: nothing to
+    assert fmt_critical(critical_batch(unreached)) == "in (500, 1k]"  # interpolate from.
+    assert critical_batch([_row("m", {}, 500, [INF])]).kind == "undefined"
+
+
+def test_headline_numbers(scan):
+    _, _, rows = scan
+    heads = {h.method: h for h in headline(rows, exclude={"muon_optax"})}
+    adamw, gn, muon = heads["adamw"], heads["gauss_newton"], heads["muon"]
+    # Headline medians: adamw 8 it / 16 GFLOPs, GN 2 it / 20 GFLOPs, muon 4 it / 12 GFLOPs.
+    assert adamw.ratio_gn == pytest.approx({"step": 4.0, "flops": 0.8})
+    assert gn.ratio_gn == pytest.approx({"step": 1.0, "flops": 1.0})
+    assert muon.ratio_gn == pytest.approx({"step": 2.0, "flops": 0.6})
+    assert gn.speedup == pytest.approx({"step": 4.0, "flops": 0.8})
+    assert muon.speedup == pytest.approx({"step": 2.0, "flops": 16 / 12})
+    # [2, 2, 4] vs [6, 8, 10]: 1 split of 20; [4, 4, 6] vs [6, 8, 10]: U = 0.5, 2 splits of 20.
+    assert adamw.p_value is None
+    assert gn.p_value == pytest.approx(0.05) and muon.p_value == pytest.approx(0.1)
+    # Critical batches: adamw (500: 10, 1000: 6, 2000: 6) never needs 12 -> ≤ smallest; GN
+    # (10, 6, 2) -> 1000 * 2^(log(2/3)/log(1/3)); muon (10, 4, 6): 2 S_min = 8 between 500 and
+    # 1000 -> 500 * 2^(log(8/10)/log(4/10)).
+    assert adamw.critical.kind == "below"
+    assert gn.critical.tokens == pytest.approx(1000 * 2 ** (math.log(2 / 3) / math.log(1 / 3)))
+    assert muon.critical.tokens == pytest.approx(500 * 2 ** (math.log(0.8) / math.log(0.4)))
+
+
+def test_variants_against_their_reference(scan):
+    _, _, rows = scan
+    (v,) = variant_rows(rows, {"muon_optax": "muon"})
+    assert (v.row.scan_value, v.row.setting) == (8, {LR: 0.01})
+    assert v.row.to_target["step"] == (6, 4, 6) and v.ref.to_target["step"] == (4, 4, 6)
+    assert v.ratio_gn_ref == pytest.approx({"step": 2.0, "flops": 0.6})
+    assert v.ratio_gn_variant == pytest.approx({"step": 3.0, "flops": 0.9})
+
+
+def test_report_headline_variants_and_edges_sections(scan):
+    folder, _, _ = scan
+    assert report_main([str(folder)]) == 0
+    text = (folder / "report.md").read_text()
+    assert text.index("## Headline: each method at its own best batch size") < text.index(
+        "## Tuning rule"
+    )
+    assert (
+        "| adamw | 1k | learning_rate=0.003, weight_decay=0.1 | 3/3 | 8 [6, 10] | 8k [6k, 10k]"
+        " | 16.00G [12.00G, 20.00G] | 16.0 [12.0, 20.0] | 4.00× / 0.80× | 1.00× / 1.00× | — "
+        "| ≤ 500 (smallest) |"
+    ) in text
+    assert (
+        "| gauss_newton | 2k | gn.inner_learning_rate=0.01 (edge: high) | 3/3 | 2 [2, 4]"
+        " | 6k [6k, 12k] | 20.00G [20.00G, 40.00G] | 10.0 [10.0, 20.0] | 1.00× / 1.00×"
+        " | 4.00× / 0.80× | 0.050 | 1.29k |"
+    ) in text
+    assert (
+        "| muon | 1k | learning_rate=0.03 (edge: high) | 3/3 | 4 [4, 6] | 4k [4k, 6k]"
+        " | 12.00G [12.00G, 18.00G] | 8.0 [8.0, 12.0] | 2.00× / 0.60× | 2.00× / 1.33× | 0.100"
+        " | 592 |"
+    ) in text
+    assert "## Variants" in text
+    assert (
+        "| muon_optax | muon | 1k | learning_rate=0.01 (edge: low) | 6 [4, 6] | 3/3 | 4 [4, 6]"
+        " | 3/3 | 1.50× | 2.00× → 3.00× | 0.60× → 0.90× |"
+    ) in text
+    assert "- gauss_newton at data.micro_batches = 16: gn.inner_learning_rate = 0.01" in text
+    assert "- Seeds: tuning [0]; headline [1, 2]" in text
+    assert (folder / "scan.png").stat().st_size > 1000
+
+
+def test_no_edges_says_so_and_old_plans_tune_on_every_seed(tmp_path):
+    runs = [("gn", s, seed, 4, 2.2, "finished") for s in (GN_X, GN_Y) for seed in (0, 1)]
+    folder = write_sweep(tmp_path / "one", runs=runs, grids={"gn": {INNER: [0.003, 0.01, 0.03]}})
+    assert report_main([str(folder)]) == 0
+    text = (folder / "report.md").read_text()
+    assert "none: every tuned setting is interior to its grid" in text
+    assert "| gn | gn.inner_learning_rate=0.01 | 2/2 |" in text
+
+
+def test_missing_flops_does_not_crash(tmp_path):
+    folder = write_headline_sweep(tmp_path / "noflops", flops=False)
+    _, results = sweep_results(load_sweep(folder))
+    assert all(math.isnan(r.to_target["flops"]) for r in results)
+    assert report_main([str(folder)]) == 0
+    text = (folder / "report.md").read_text()
+    assert (
+        "| adamw | 1k | learning_rate=0.003, weight_decay=0.1 | 3/3 | 8 [6, 10] | 8k [6k, 10k]"
+        " | — [—, —] |"
+    ) in text
+    assert "| 4.00× / — | 1.00× / — |" in text
+    out = tmp_path / "both" / "report.md"
+    plain = write_sweep(tmp_path / "plain", name="plain", flops=False)
+    assert report_main([str(folder), str(plain), "--out", str(out)]) == 0
+    assert (out.parent / "profile.png").exists()
