@@ -4,10 +4,11 @@ For each model, times jitted outer steps: AdamW runs K micro-steps (forward + ba
 on one micro-batch each) in a ``lax.scan``; each GN method runs one outer step of K inner steps
 (no line search). Steps run round-robin and the fastest of several runs counts, so that load
 from other processes disturbs every method alike. Per-step time divided by AdamW's
-per-micro-step time is the ``inner_step_cost`` (gradient-equivalents) the registry charges. A
-forward-only loss evaluation (what the line search pays per micro-batch and step size) is timed
-too, as ``ls_forward_cost``. Memory is XLA's ``memory_analysis()`` of the compiled outer step
-(temporaries and arguments).
+per-micro-step time is an inner step's cost in wall-clock; runs charge compute in FLOPs counted
+by XLA instead (``gnbench.train.flops``; ``benchmarks/flops_utilization.py`` puts both side by
+side). A forward-only loss evaluation (what the line search pays per micro-batch and step size)
+is timed too. Memory is XLA's ``memory_analysis()`` of the compiled outer step (temporaries and
+arguments).
 
 Usage:
   .venv/bin/python benchmarks/gn_step.py --models tiny small --micro-batch 16 --seq-len 64 --k 4

@@ -22,17 +22,16 @@ import numpy as np
 from tqdm import tqdm
 
 from gnbench import data as gdata
-from gnbench import optim
 from gnbench.distributed import first_process_first
 from gnbench.model import get_model_config
 from gnbench.model.sharding import batch_sharding, make_mesh
 from gnbench.tracking import JsonlTracker, MultiTracker, WandbTracker
-from gnbench.train.checkpoint import Checkpointer, abstract_like
-from gnbench.train.flops import formula_fwd_bwd_flops, fwd_bwd_flops, measure_cost
+from gnbench.train.checkpoint import Checkpointer
 from gnbench.train.init_from import load_init_params
+from gnbench.train.method_step import MethodStep
 from gnbench.train.metrics import Progress, write_json_atomic, write_summary
-from gnbench.train.state import TrainState, create_state, lm_fns
-from gnbench.train.step import make_eval_step, make_train_step
+from gnbench.train.state import TrainState
+from gnbench.train.step import make_eval_step
 
 
 def _global_batch(local_KxBxT1: np.ndarray, sharding, global_b: int) -> jax.Array:
@@ -119,72 +118,32 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     )
     bits_per_token = 1.0 / (math.log(2) * tokens.bytes_per_token)
 
-    apply_fn, loss_fn = lm_fns(model_cfg)
-
-    def build_optimizer(micro_batches: int) -> optim.Optimizer:
-        ctx = optim.BuildContext(
-            total_steps=cfg.train.steps,
-            micro_batches=micro_batches,
-            apply_fn=apply_fn,
-            loss_fn=loss_fn,
-        )
-        built = optim.build(cfg.optimizer, ctx)
-        if built.ls_micro_batches not in (0, micro_batches):
-            raise ValueError(
-                f"line search wants {built.ls_micro_batches} micro-batches; "
-                f"the trainer supplies 0 or K={micro_batches}"
-            )
-        return built
-
-    opt = build_optimizer(k)
-    state, shardings = create_state(model_cfg, opt.tx, mesh, cfg.seed)
-    bsharding = batch_sharding(mesh, batch_axis=1, ndim=3)
+    method, opt, state = MethodStep.create(
+        cfg.optimizer,
+        model_cfg,
+        mesh,
+        micro_batch=b,
+        seq_len=t,
+        total_steps=cfg.train.steps,
+        k=k,
+        seed=cfg.seed,
+    )
+    apply_fn, loss_fn, shardings = method.apply_fn, method.loss_fn, method.shardings
+    bsharding = method.batch_sharding
     ckpt = Checkpointer(workdir / "ckpt")
     progress, resume_step = Progress(), ckpt.latest_step()
     if resume_step is not None:
-        state, meta = ckpt.restore(abstract_like(state, shardings))
+        state, meta = ckpt.restore(method.abstract_state)
         data_iter.set_state(meta["data"])
         progress = Progress(**meta["progress"])
     elif cfg.train.init_from:
         state = state._replace(
-            params=load_init_params(
-                cfg.train.init_from, abstract_like(state.params, shardings.params)
-            )
+            params=load_init_params(cfg.train.init_from, method.abstract_state.params)
         )
 
-    def dummy_batch(micro_batches: int = k):
-        return jax.ShapeDtypeStruct((micro_batches, b, t + 1), np.int32, sharding=bsharding)
-
-    with_ls = opt.fresh_ls_micro_batches > 0
-
-    def lower_step(micro_batches: int, built: optim.Optimizer) -> jax.stages.Lowered:
-        fn = make_train_step(
-            apply_fn,
-            loss_fn,
-            built.tx,
-            shardings,
-            bsharding,
-            with_ls,
-            ls_reuses_batch=built.ls_reuses_batch,
-            reads_grads=built.reads_grads,
-        )
-        batches = [dummy_batch(micro_batches)] * (1 + with_ls)
-        return fn.lower(abstract_like(state, shardings), *batches)
-
-    step_fn = lower_step(k, opt).compile()
+    step_fn = method.lower(k, opt).compile()
     if progress.cost is None:  # Measured once per run; a resumed run keeps its measurement.
-        micro_batch = jax.ShapeDtypeStruct(
-            (b, t + 1), np.int32, sharding=batch_sharding(mesh, batch_axis=0, ndim=2)
-        )
-        progress.cost = measure_cost(
-            lambda kk: lower_step(kk, opt if kk == k else build_optimizer(kk)),
-            k,
-            lambda: fwd_bwd_flops(
-                apply_fn, loss_fn, abstract_like(state.params, shardings.params), micro_batch
-            ),
-            devices=mesh.size,
-            formula=formula_fwd_bwd_flops(model_cfg, micro_batch=b, seq_len=t),
-        )
+        progress.cost = method.measure_cost(k, opt)
         progress.cost.update(  # What one iteration reads, by part.
             inner_tokens=k * b * t, line_search_tokens=opt.fresh_ls_micro_batches * b * t
         )
@@ -235,7 +194,7 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         desc=cfg.optimizer.name,
     )
     for i in bar:
-        batches = [next(data_iter) for _ in range(1 + with_ls)]
+        batches = [next(data_iter) for _ in range(1 + (opt.fresh_ls_micro_batches > 0))]
         tic = time.perf_counter()
         state, metrics = step_fn(state, *[_global_batch(x, bsharding, b) for x in batches])
         metrics = {name: float(v) for name, v in jax.device_get(metrics).items()}

@@ -9,9 +9,8 @@ import pytest
 from experiments import base
 from gnbench import optim
 from gnbench.model import get_model_config, init_params
-from gnbench.model.sharding import batch_sharding, make_mesh
+from gnbench.model.sharding import make_mesh
 from gnbench.optim import loops
-from gnbench.train.checkpoint import abstract_like
 from gnbench.train.flops import (
     formula_fwd_bwd_flops,
     forward_flops,
@@ -19,8 +18,8 @@ from gnbench.train.flops import (
     step_flops,
     xla_flops,
 )
-from gnbench.train.state import create_state, lm_fns
-from gnbench.train.step import make_train_step
+from gnbench.train.method_step import MethodStep
+from gnbench.train.state import lm_fns
 
 B, T = 8, 64
 
@@ -36,30 +35,12 @@ def optimizer_config(name: str, **gn) -> ml_collections.ConfigDict:
 def lowering(model: str, opt_cfg: ml_collections.ConfigDict):
     """``(lower_at(k), apply_fn, loss_fn, abstract params)`` of the trainer's step on 1 device."""
     model_cfg = get_model_config(model)
-    apply_fn, loss_fn = lm_fns(model_cfg)
     mesh = make_mesh(1, 1, jax.devices()[:1])
-    bs = batch_sharding(mesh, batch_axis=1, ndim=3)
-
-    def build(k):
-        ctx = optim.BuildContext(
-            total_steps=10, micro_batches=k, apply_fn=apply_fn, loss_fn=loss_fn
-        )
-        return optim.build(opt_cfg, ctx)
-
-    state, shardings = create_state(model_cfg, build(1).tx, mesh, seed=0)
-    abstract = abstract_like(state, shardings)
-
-    def lower_at(k):
-        opt = build(k)
-        fresh = opt.fresh_ls_micro_batches > 0
-        fn = make_train_step(
-            apply_fn, loss_fn, opt.tx, shardings, bs, fresh, opt.ls_reuses_batch, opt.reads_grads
-        )
-        batch = jax.ShapeDtypeStruct((k, B, T + 1), np.int32, sharding=bs)
-        return fn.lower(abstract, *[batch] * (1 + fresh))
-
+    ms, _, _ = MethodStep.create(
+        opt_cfg, model_cfg, mesh, micro_batch=B, seq_len=T, total_steps=10, k=1
+    )
     params = jax.eval_shape(lambda: init_params(model_cfg, jax.random.key(0)))
-    return lower_at, apply_fn, loss_fn, params
+    return ms.lower, ms.apply_fn, ms.loss_fn, params
 
 
 def micro_batch():
