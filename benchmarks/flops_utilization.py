@@ -113,7 +113,10 @@ def main() -> None:
         f"b={args.micro_batch} T={args.seq_len} K={args.k} repeats={args.repeats}; "
         f"{args.matmul_size}^2 float32 matmul peak {peak / 1e9:.0f} GFLOP/s\n"
     )
-    print("| method | GFLOPs / iter | FLOPs / AdamW | ms / iter | time / AdamW | GFLOP/s | of peak |")
+    print(
+        "| method | GFLOPs / iter | FLOPs / AdamW | ms / iter | time / AdamW | GFLOP/s "
+        "| of peak |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     base = "adamw" if "adamw" in flops else next(iter(flops))
     for name in flops:
