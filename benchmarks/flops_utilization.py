@@ -114,8 +114,7 @@ def main() -> None:
         f"{args.matmul_size}^2 float32 matmul peak {peak / 1e9:.0f} GFLOP/s\n"
     )
     print(
-        "| method | GFLOPs / iter | FLOPs / AdamW | ms / iter | time / AdamW | GFLOP/s "
-        "| of peak |"
+        "| method | GFLOPs / iter | FLOPs / AdamW | ms / iter | time / AdamW | GFLOP/s | of peak |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     base = "adamw" if "adamw" in flops else next(iter(flops))
