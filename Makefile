@@ -39,15 +39,15 @@ smoke: install  ## A 5-iteration tiny run.
 	$(BIN)/gnbench train --config experiments/tiny.py --config.train.steps=5 \
 		--config.train.workdir=runs/smoke --config.wandb.mode=disabled
 
-bench: install  ## Fetch the corpus, run the default comparison (compare_tiny), write the report.
+bench: install  ## Fetch the corpus, run the benchmark (critical_batch_tiny), write the report.
 	$(BIN)/gnbench data prepare --source shakespeare --tokenizer byte
-	$(BIN)/gnbench sweep experiments/compare_tiny.py --executor local --out runs
-	@echo "bench: report in runs/compare_tiny/report.md; runs and logs in runs/compare_tiny/runs/"
+	$(BIN)/gnbench sweep experiments/critical_batch_tiny.py --executor local --parallel 2 --out runs
+	@echo "bench: report in runs/critical_batch_tiny/report.md; runs and logs in runs/critical_batch_tiny/runs/"
 
 bench-quick: install  ## The same pipeline on a small grid (< 5 minutes).
 	$(BIN)/gnbench data prepare --source shakespeare --tokenizer byte
-	$(BIN)/gnbench sweep experiments/compare_tiny.py --quick --executor local --out runs
-	@echo "bench-quick: report in runs/compare_tiny_quick/report.md"
+	$(BIN)/gnbench sweep experiments/critical_batch_tiny.py --quick --executor local --parallel 2 --out runs
+	@echo "bench-quick: report in runs/critical_batch_tiny_quick/report.md"
 
 clean:
 	rm -rf runs/smoke

@@ -71,7 +71,7 @@ def test_paper_configs_build_with_every_optimizer(name, method):
     assert_same_shapes(params, new_params)
 
 
-@pytest.mark.parametrize("name", ["compare_tiny", "batch_scan_tiny"])
+@pytest.mark.parametrize("name", ["compare_tiny", "critical_batch_tiny"])
 @pytest.mark.parametrize("quick", [False, True])
 def test_every_planned_sweep_run_builds(name, quick):
     spec = load_sweep_file(EXPERIMENTS / f"{name}.py", quick=quick)

@@ -192,6 +192,8 @@ def make_run(
     over = {**common, **m.overrides, **setting, "seed": seed}
     if spec.scan_key is not None:
         over[spec.scan_key] = scan_value
+        i = spec.scan_values.index(scan_value)
+        over.update({key: values[i] for key, values in spec.scan_with.items()})
     hashed = dict(over, **({"_warmup": warmup.id} if warmup else {}))
     return Run(
         id=run_id(method, hashed),

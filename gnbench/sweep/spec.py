@@ -13,7 +13,8 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
       "seeds": [0, 1, 2],
       "target_loss": 2.65,                   # optional: sets train.target_loss for every run
       "warmup": {"steps": 10, "overrides": {}},          # optional shared AdamW warm-up run
-      "scan": {"key": "data.micro_batches", "values": [4, 8]},  # optional batch-size scan
+      "scan": {"key": "data.micro_batches", "values": [4, 8],   # optional batch-size scan;
+               "with": {"train.steps": [80, 40]}},              # keys set per scan value
       "baseline": "adamw",                   # optional: the method speedups are measured against
       "headline_seeds": [1, 2],              # optional: extra seeds at each headline point
       "variants": {"muon_optax": {"of": "muon"}},   # optional: tuned at the reference's batch
@@ -102,6 +103,7 @@ class SweepSpec:
     warmup_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     scan_key: str | None = None
     scan_values: list[Any] = dataclasses.field(default_factory=list)
+    scan_with: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     baseline: str = "adamw"
     headline_seeds: list[int] = dataclasses.field(default_factory=list)
     variants: dict[str, VariantSpec] = dataclasses.field(default_factory=dict)
@@ -326,12 +328,25 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         check_overrides(config, spec.warmup_overrides, "warmup overrides")
     scan = raw.get("scan")
     if scan:
-        if set(scan) != {"key", "values"}:
-            raise SweepError(f"scan must be {{'key': ..., 'values': [...]}}, got {scan!r}")
+        if not {"key", "values"} <= set(scan) <= {"key", "values", "with"}:
+            raise SweepError(
+                f"scan must be {{'key': ..., 'values': [...], 'with': {{...}}}} ('with' "
+                f"optional), got {scan!r}"
+            )
         values = _as_list(scan["values"], "scan values")
-        for value in values:
-            check_overrides(config, {scan["key"]: value}, "scan")
-        spec = dataclasses.replace(spec, scan_key=str(scan["key"]), scan_values=values)
+        scan_with = {k: _as_list(v, f"scan with {k}") for k, v in flatten(scan.get("with")).items()}
+        for key, with_values in scan_with.items():
+            if len(with_values) != len(values):
+                raise SweepError(
+                    f"scan with {key}: {len(with_values)} values for {len(values)} scan values "
+                    f"{values}; give one per scan value"
+                )
+        for i, value in enumerate(values):
+            linked = {key: with_values[i] for key, with_values in scan_with.items()}
+            check_overrides(config, {**overrides, scan["key"]: value, **linked}, "scan")
+        spec = dataclasses.replace(
+            spec, scan_key=str(scan["key"]), scan_values=values, scan_with=scan_with
+        )
     return spec
 
 

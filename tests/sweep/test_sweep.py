@@ -182,3 +182,17 @@ def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path):
     clean = tmp_path / "clean"
     assert _sweep_subprocess(path, clean).wait(timeout=300) == 0
     assert (out / "fake" / "report.md").read_text() == (clean / "fake" / "report.md").read_text()
+
+
+def test_scan_with_sets_linked_keys_per_scan_value_and_checks_them(tmp_path):
+    scan = {"key": "data.micro_batches", "values": [2, 8], "with": {"train.steps": [40, 10]}}
+    plan = make_plan(load_sweep_file(write_sweep(tmp_path, scan=scan)))
+    steps = {(r.scan_value, r.overrides["train.steps"]) for r in plan.runs}
+    assert steps == {(2, 40), (8, 10)}
+    assert len({r.id for r in plan.runs}) == len(plan.runs) == 2 * 3 * 2  # K x settings x seeds
+    with pytest.raises(SweepError, match="2 values for 3 scan values"):
+        load_sweep_file(write_sweep(tmp_path, scan={**scan, "values": [2, 4, 8]}))
+    with pytest.raises(SweepError, match="train.stepz"):
+        load_sweep_file(write_sweep(tmp_path, scan={**scan, "with": {"train.stepz": [1, 2]}}))
+    with pytest.raises(SweepError, match="train.steps"):
+        load_sweep_file(write_sweep(tmp_path, scan={**scan, "with": {"train.steps": ["a", 2]}}))
