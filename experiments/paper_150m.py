@@ -1,5 +1,5 @@
 """The paper's 150M experiment: ``paper_45m.py`` with the 150M model (d=768, 12 layers, 16 heads,
-MLP 3072, vocab 32000, T=1024; METHOD.md), same data, batches and target.
+MLP 3072, vocab 32000, T=1024; docs/METHOD.md), same data, batches and target.
 
     sbatch --export=ALL,CONFIG=experiments/paper_150m.py launch/gpu_cluster.sbatch
     CONFIG=experiments/paper_150m.py launch/tpu_vm.sh train NAME ZONE

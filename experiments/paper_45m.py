@@ -4,7 +4,7 @@
     sbatch launch/gpu_cluster.sbatch                                             # GPU cluster
     launch/tpu_vm.sh train NAME ZONE                                             # TPU VM slice
 
-Model "45m" (d=512, 4 layers, 8 heads, MLP 2048, vocab 32000, T=1024; METHOD.md), float32 as in
+Model "45m" (d=512, 4 layers, 8 heads, MLP 2048, vocab 32000, T=1024; docs/METHOD.md), float32 as in
 the paper. Data: C4 English from Hugging Face (needs internet and ``pip install -e '.[hf]'``),
 tokenized once with a 32k BPE trained on it (the paper used T5's SentencePiece vocabulary of the
 same size; bpe is the closest gnbench builds offline). Prepare it before a multi-node run, e.g.
@@ -12,7 +12,7 @@ same size; bpe is the closest gnbench builds offline). Prepare it before a multi
 --max-documents 10000000`` (the trainer finds the prepared folder; without it, process 0
 prepares the default 100k documents first).
 
-Batch: METHOD.md puts every method above its own critical batch: GN and SOAP at ~240M tokens per
+Batch: docs/METHOD.md puts every method above its own critical batch: GN and SOAP at ~240M tokens per
 iteration, AdamW and Muon at ~40M. With micro-batches of 256 x 1024 = 262,144 tokens that is
 K = 916 (240.1M tokens; GN's line search reads another K) and K = 153 (40.1M) for AdamW and Muon:
 ``--config.optimizer.name=adamw --config.data.micro_batches=153``. The target is the paper's

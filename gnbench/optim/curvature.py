@@ -1,6 +1,6 @@
 """Gauss-Newton curvature by composition: ``Jᵀ H_z J v`` without ever forming a matrix.
 
-Notation (as in METHOD.md): θ parameters, ``f(θ) = apply_fn(θ, batch)`` the model outputs z,
+Notation (as in docs/METHOD.md): θ parameters, ``f(θ) = apply_fn(θ, batch)`` the model outputs z,
 ``L(z) = loss_fn(z, batch)`` a scalar loss, ``J = ∂f/∂θ`` at θ_t, ``g_z = ∇_z L(f_t)`` and
 ``H_z = ∇²_z L(f_t)``. The Gauss-Newton matrix is ``G = Jᵀ H_z J``; for softmax cross-entropy
 ``H_z`` is positive semi-definite, so ``G`` is too, even where the true Hessian is not.

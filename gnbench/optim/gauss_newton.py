@@ -22,7 +22,7 @@ Outer step, as implemented (``update(grads, state, params, *, batch, ls_batch=No
 
 1. Start the inner iterate. Warm start (default): at the previous inner solution θ̂_{t−1}
    *itself* (the absolute parameters, before the line search), keeping the inner optimizer's
-   state and step count, as the paper does (METHOD.md). So if the previous line search chose
+   state and step count, as the paper does (docs/METHOD.md). So if the previous line search chose
    α < 1 the new solve starts at Δ₀ = θ̂_{t−1} − θ_t = (1 − α) d_{t−1}, and at Δ₀ = 0 if α = 1.
    Cold start: at θ_t with a freshly initialized inner optimizer.
 2. ``lax.scan`` over the K micro-batches of ``batch`` (leading axis K): linearize at θ_t on
