@@ -43,6 +43,9 @@ class RunResult:
       evals: the evaluation records, by step.
       tokens_per_iteration: tokens one iteration feeds the optimizer (batch size), or ``None``.
       stage: the plan's stage of the run (``tuning``, ``headline`` or ``variant``).
+      crossing_step: the iteration at which the validation loss crossed the target, linearly
+        interpolated between the last evaluation above it and the first at or below it
+        (``inf`` if never reached); the tuning rule's tie-break (:func:`interpolated_crossing`).
     """
 
     id: str
@@ -56,6 +59,7 @@ class RunResult:
     evals: list[dict[str, Any]]
     tokens_per_iteration: float | None
     stage: str = "tuning"
+    crossing_step: float = math.inf
 
     @property
     def reached(self) -> bool:
@@ -66,6 +70,30 @@ class RunResult:
     def done(self) -> bool:
         """Whether the run has a summary (finished or diverged)."""
         return self.status in ("finished", "diverged")
+
+
+def interpolated_crossing(evals: list[dict[str, Any]], target: float) -> float:
+    """The fractional iteration at which the loss crossed ``target``, ``inf`` if it never did.
+
+    Linear in the loss between the last evaluation above the target and the first at or below
+    it. Two runs that first reach the target at the same evaluation are told apart by how far
+    past it they got: the one whose loss fell through the target earlier wins.
+
+    Example:
+      >>> interpolated_crossing([{"step": 0, "val_loss": 5.0}, {"step": 4, "val_loss": 3.0},
+      ...                        {"step": 5, "val_loss": 2.0}], 2.5)
+      4.5
+    """
+    crossing = first_crossing(evals, target)
+    if crossing is None:
+        return math.inf
+    before = [r for r in evals if r["step"] < crossing["step"] and r.get("val_loss") is not None]
+    if not before:
+        return float(crossing["step"])
+    prev = max(before, key=lambda r: r["step"])
+    drop = prev["val_loss"] - crossing["val_loss"]
+    fraction = (prev["val_loss"] - target) / drop if drop > 0 else 1.0
+    return prev["step"] + fraction * (crossing["step"] - prev["step"])
 
 
 def first_crossing(evals: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
@@ -178,6 +206,7 @@ def run_result(run: RunFiles, target: float) -> RunResult:
         evals=evals,
         tokens_per_iteration=tokens_per_iteration(run),
         stage=str(entry.get("stage") or "tuning"),
+        crossing_step=math.inf if crossing is None else interpolated_crossing(evals, target),
     )
 
 

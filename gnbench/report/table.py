@@ -139,7 +139,7 @@ def settings_table(results: list[RunResult], scan_value: Any = None) -> str:
     for (method, sv, _), runs in group_settings(results).items():
         if sv != scan_value:
             continue
-        iters, final = setting_score(runs)
+        iters, _, final = setting_score(runs)
         diverged = sum(r.status == "diverged" for r in runs)
         cells = [
             method,

@@ -3,7 +3,8 @@
 Tuning rule (the same for every method, AdamW included): among a method's hyperparameter
 settings at one scan value, pick the one with the lowest median iterations-to-target over the
 *tuning seeds* (the plan's ``seeds``; every seed for older sweeps that do not record them), a seed
-that never reaches the target counting as ``+inf``; ties go to the lower median final validation
+that never reaches the target counting as ``+inf``; ties go to the earlier median crossing of
+the target, interpolated linearly between evaluations, then to the lower median final validation
 loss, then to the setting listed first. Headline seeds (run later, only at the winner) take no
 part in the choice, so they cannot change which setting wins; the tuned row then holds the runs
 of *every* seed of the winning setting. With a batch-size scan, each scan value is tuned on its
@@ -66,7 +67,7 @@ class MethodRow:
         return sum(r.reached for r in self.runs)
 
     @property
-    def score(self) -> tuple[float, float]:
+    def score(self) -> tuple[float, float, float]:
         """The tuning rule's score of this setting (over the tuning seeds)."""
         return setting_score(self.tuning or self.runs)
 
@@ -102,10 +103,16 @@ def setting_key(setting: dict[str, Any]) -> str:
     return json.dumps(setting, sort_keys=True)
 
 
-def setting_score(runs: list[RunResult]) -> tuple[float, float]:
-    """``(median iterations-to-target, median final loss)``: lower is better, in that order."""
+def setting_score(runs: list[RunResult]) -> tuple[float, float, float]:
+    """``(median iterations-to-target, median interpolated crossing, median final loss)``.
+
+    Lower is better, in that order: the interpolated crossing
+    (:func:`gnbench.report.results.interpolated_crossing`) breaks ties between settings that
+    reach the target at the same evaluation; the final loss those that never reach it.
+    """
     finals = [r.final_val_loss if not math.isnan(r.final_val_loss) else math.inf for r in runs]
-    return (median([r.to_target["step"] for r in runs]), median(finals))
+    crossings = [r.crossing_step for r in runs]
+    return (median([r.to_target["step"] for r in runs]), median(crossings), median(finals))
 
 
 def group_settings(results: list[RunResult]) -> dict[tuple[str, Any, str], list[RunResult]]:

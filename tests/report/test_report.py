@@ -225,3 +225,23 @@ def test_scan_and_profile_over_several_sweeps(tmp_path):
     for png in ("profile.png", "scan_scan.png", "slow_curves.png"):
         assert (out.parent / png).exists(), png
     assert report_main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_ties_at_one_evaluation_go_to_the_earlier_interpolated_crossing():
+    from gnbench.report.results import RunResult, interpolated_crossing
+
+    def run(setting, losses):
+        evals = [dict(step=i, val_loss=v) for i, v in enumerate(losses)]
+        return RunResult(
+            id=setting, method="m", setting={"lr": setting}, seed=0, scan_value=None,
+            status="finished", to_target={"step": 2.0}, final_val_loss=losses[-1],
+            evals=evals, tokens_per_iteration=None,
+            crossing_step=interpolated_crossing(evals, 2.5),
+        )  # fmt: skip
+
+    fast = run("fast", [3.0, 2.55, 2.40, 2.45])  # Crosses 2.5 at 1.33; higher final loss.
+    slow = run("slow", [3.0, 2.60, 2.49, 2.30])  # Crosses it at 1.91.
+    assert fast.crossing_step == pytest.approx(1 + 0.05 / 0.15)
+    assert slow.crossing_step == pytest.approx(1 + 0.10 / 0.11)
+    assert select_best([slow, fast])[("m", None)][0].setting == {"lr": "fast"}
+    assert interpolated_crossing([dict(step=0, val_loss=3.0)], 2.5) == math.inf
