@@ -15,6 +15,7 @@ from gnbench.train.flops import (
     formula_fwd_bwd_flops,
     forward_flops,
     fwd_bwd_flops,
+    measure_cost,
     step_flops,
     xla_flops,
 )
@@ -107,3 +108,16 @@ def test_line_search_on_inner_data_reads_no_extra_tokens_and_costs_the_same():
     )
     assert len(fresh_at(2).args_info[0]) == 3 and len(reuse_at(2).args_info[0]) == 2
     assert step_flops(reuse_at, 2) == pytest.approx(step_flops(fresh_at, 2), rel=1e-3)
+
+
+def test_without_a_cost_analysis_the_formula_stands_in_and_the_log_says_so(capsys):
+    class NoCost:  # A backend whose compiled programs report no cost analysis.
+        def compile(self):
+            return self
+
+        def cost_analysis(self):
+            return None
+
+    cost = measure_cost(lambda k: NoCost(), 4, lambda: None, devices=1, formula=10.0)
+    assert cost == dict(step_flops=40.0, fwd_bwd_flops=10.0, source="formula")
+    assert "no cost analysis" in capsys.readouterr().out
