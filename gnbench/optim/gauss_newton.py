@@ -97,7 +97,7 @@ class InnerScheduleState(NamedTuple):
 
 
 def with_inner_schedule(
-    inner: optax.GradientTransformation, schedule: optax.Schedule
+    inner: optax.GradientTransformation, schedule: optax.ScalarOrSchedule
 ) -> optax.GradientTransformationExtraArgs:
     """Scales ``inner``'s updates by ``schedule(inner_step)``, the global GN inner step.
 
@@ -108,7 +108,7 @@ def with_inner_schedule(
 
     Args:
       inner: the inner optimizer at learning rate 1.
-      schedule: learning rate as a function of the global inner step.
+      schedule: learning rate as a function of the global inner step, or a constant.
 
     Returns:
       A transform whose ``update`` requires the keyword argument ``inner_step``.
@@ -123,10 +123,16 @@ def with_inner_schedule(
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
-        return InnerScheduleState(jnp.asarray(schedule(0), jnp.float32), inner.init(params))
+        lr = schedule(0) if callable(schedule) else schedule
+        return InnerScheduleState(jnp.asarray(lr, jnp.float32), inner.init(params))
 
     def update_fn(updates, state, params=None, *, inner_step, **extra_args):
-        lr = jnp.asarray(schedule(inner_step), jnp.float32)
+        # A constant learning rate is state, not a constant of the program: runs that differ
+        # only in it compile to the same program.
+        if callable(schedule):
+            lr = jnp.asarray(schedule(inner_step), jnp.float32)
+        else:
+            lr = state.learning_rate
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         updates = jax.tree.map(lambda u: lr.astype(u.dtype) * u, updates)
         return updates, InnerScheduleState(lr, inner_state)

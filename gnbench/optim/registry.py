@@ -110,10 +110,16 @@ def build(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
     return _BUILDERS[cfg.name](cfg, ctx)
 
 
-def schedule(peak: float, total_steps: int, warmup_steps: int, kind: str) -> optax.Schedule:
-    """Learning-rate schedule by name: ``warmup_cosine`` (to 10% of peak) or ``constant``."""
+def schedule(peak: float, total_steps: int, warmup_steps: int, kind: str) -> optax.ScalarOrSchedule:
+    """Learning-rate schedule by name: ``warmup_cosine`` (to 10% of peak) or ``constant``.
+
+    ``constant`` returns the number itself, not a function: under ``optax.inject_hyperparams``
+    (and :func:`gnbench.optim.gauss_newton.with_inner_schedule`) a number lives in the optimizer
+    state, so runs that differ only in a constant learning rate compile to the same program and
+    share the persistent compilation cache.
+    """
     if kind == "constant":
-        return optax.constant_schedule(peak)
+        return float(peak)
     if kind == "warmup_cosine":
         warmup = min(warmup_steps, max(total_steps - 1, 0))
         return optax.warmup_cosine_decay_schedule(

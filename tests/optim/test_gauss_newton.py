@@ -234,7 +234,7 @@ def test_inner_schedule_runs_over_inner_steps(kind):
         "gauss_newton", inner_schedule=kind, inner_learning_rate=peak, inner_warmup_steps=0
     ).gn
     lr = _gn_inner_schedule(g, BuildContext(total_steps=total, micro_batches=k))
-    values = np.array([float(lr(s)) for s in range(total * k)])
+    values = np.array([float(lr(s)) if callable(lr) else lr for s in range(total * k)])
     if kind == "constant":
         np.testing.assert_allclose(values, peak)
     elif kind == "global_cosine":  # one decay over all T*K inner steps, to 10% of peak

@@ -52,7 +52,7 @@ def test_warmup_cosine_shape_and_unknown_schedule():
     assert float(s(0)) == 0.0
     assert float(s(10)) == pytest.approx(1.0)
     assert float(s(100)) == pytest.approx(0.1)
-    assert float(schedule(0.5, 100, 10, "constant")(57)) == 0.5
+    assert schedule(0.5, 100, 10, "constant") == 0.5  # A number: it lives in the state.
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         schedule(1.0, 10, 1, "linear")
 
@@ -67,3 +67,28 @@ def test_learning_rate_in_use_is_visible_in_state():
     lr = optax.tree_utils.tree_get(state, "hyperparams")["learning_rate"]
     expected = schedule(cfg.learning_rate, 20, cfg.warmup_steps, cfg.schedule)(4)
     assert float(lr) == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("name", ["adamw", "gauss_newton"])
+def test_constant_learning_rates_compile_to_one_program(name):
+    """A constant (inner) learning rate is state: a grid over it shares one compiled program."""
+    import jax
+
+    def hlo(lr, kind):
+        cfg = base.get_config().optimizer
+        cfg.name, cfg.schedule, cfg.learning_rate = name, kind, lr
+        cfg.gn.inner_schedule, cfg.gn.inner_learning_rate, cfg.gn.line_search = kind, lr, 0
+        ctx = BuildContext(
+            total_steps=20,
+            micro_batches=2,
+            apply_fn=lambda p, x: x @ p["w"],
+            loss_fn=lambda z, x: jnp.mean(z**2),
+        )
+        tx = build(cfg, ctx).tx
+        params = {"w": jnp.ones(2)}
+        update = jax.jit(lambda g, s, p, x: tx.update(g, s, p, batch=x))
+        return update.lower(params, tx.init(params), params, jnp.ones((2, 3, 2))).as_text()
+
+    assert hlo(1e-3, "constant") == hlo(3e-3, "constant")
+    kind = "warmup_cosine" if name == "adamw" else "global_cosine"
+    assert hlo(1e-3, kind) != hlo(3e-3, kind)
