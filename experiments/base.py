@@ -1,7 +1,8 @@
 """Every config field gnbench reads, with its meaning. Experiments start from ``get_config()``.
 
 Override any field from the command line: ``gnbench train --config experiments/tiny.py
---config.optimizer.learning_rate=3e-3``. Unknown keys fail (ml_collections locks the dict).
+--config.optimizer.learning_rate=3e-3``. Unknown keys fail (ml_collections locks the dict);
+``gnbench train --help`` lists every key with its default and the comment next to it here.
 """
 
 import ml_collections
@@ -75,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.workdir = "runs/default"  # Outputs: config.json, metrics.jsonl, summary.json, ckpt/.
     c.train.init_from = ""  # Checkpoint folder to start params (and AdamW state) from; "" = init.
     c.train.progress = True  # Show a progress bar.
+    # A workdir holding another config's run is an error; true deletes that run's files
+    # (ckpt/, metrics.jsonl, summary.json, config.json, identity.json, wandb/) and starts anew.
+    c.train.overwrite = False
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # Data-parallel axis size; -1 = all devices left after fsdp.
@@ -87,5 +91,5 @@ def get_config() -> ml_collections.ConfigDict:
     c.wandb.mode = "auto"
     c.wandb.project = "gnbench"  # wandb project.
     c.wandb.group = ""  # wandb group (a sweep sets it to the sweep name).
-    c.wandb.name = ""  # wandb run name ("" = the workdir's name).
+    c.wandb.name = ""  # wandb run name ("" = the workdir's name); shown as <group>/<name>.
     return c

@@ -12,11 +12,11 @@ same size; bpe is the closest gnbench builds offline). Prepare it before a multi
 --max-documents 10000000`` (the trainer finds the prepared folder; without it, process 0
 prepares the default 100k documents first).
 
-Batch: docs/METHOD.md puts every method above its own critical batch: GN and SOAP at ~240M tokens per
-iteration, AdamW and Muon at ~40M. With micro-batches of 256 x 1024 = 262,144 tokens that is
-K = 916 (240.1M tokens; GN's line search reads another K) and K = 153 (40.1M) for AdamW and Muon:
-``--config.optimizer.name=adamw --config.data.micro_batches=153``. The target is the paper's
-validation loss 3.25 (full GN: 54 iterations; SOAP: 292).
+Batch: docs/METHOD.md puts every method above its own critical batch: GN and SOAP at ~240M
+tokens per iteration, AdamW and Muon at ~40M. With micro-batches of 256 x 1024 = 262,144 tokens
+that is K = 916 (240.1M tokens; GN's line search reads another K) and K = 153 (40.1M) for AdamW
+and Muon: ``--config.optimizer.name=adamw --config.data.micro_batches=153``. The target is the
+paper's validation loss 3.25 (full GN: 54 iterations; SOAP: 292).
 
 Muon: the paper's code uses ``optax.contrib.muon`` both as its Muon baseline
 (``EasyLM/optimizers.py``, ``MuonOptimizerFactory``) and as GN's inner solver, so the paper's Muon

@@ -67,7 +67,9 @@ class WandbTracker:
       mode: ``auto`` (``$WANDB_MODE`` if set, else online when ``WANDB_API_KEY`` is set and
         offline otherwise), ``online``,
         ``offline`` or ``disabled``.
-      project, group, name: wandb project, group (the sweep) and run name/id.
+      project, group, name: wandb project, group (the sweep) and display name.
+      run_id: the wandb run id (default ``name``); the trainer derives it from the run's config
+        hash (:func:`gnbench.train.identity.wandb_run_id`), so runs never share one.
       config: the resolved run config (a flat or nested dict).
       directory: where wandb writes its files (offline runs land in ``directory/wandb``).
     """
@@ -80,6 +82,7 @@ class WandbTracker:
         name: str,
         config: dict,
         directory: str | os.PathLike,
+        run_id: str | None = None,
     ):
         if mode not in WANDB_MODES:
             raise ValueError(f"wandb.mode={mode!r}; valid: {', '.join(WANDB_MODES)}")
@@ -94,7 +97,7 @@ class WandbTracker:
             project=project,
             group=group or None,
             name=name,
-            id=name,
+            id=run_id or name,
             resume="allow",
             config=config,
             dir=str(directory),

@@ -13,9 +13,10 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from gnbench.data.sources import VALID_SOURCES
-from gnbench.data.tokenfile import TokenFile, default_data_dir, prepare
+from gnbench.data.tokenfile import HEADER, TokenFile, default_data_dir, prepare
 from gnbench.data.tokenizers import TOKENIZERS
 
 
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     prep.add_argument(
         "--out", default=None, help="output folder (default: data/<source>-<tokenizer>)"
+    )
+    prep.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace --out when it holds a token folder prepared with other settings "
+        "(a folder gnbench did not prepare is never replaced)",
     )
     prep.add_argument(
         "--val-fraction",
@@ -62,6 +69,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refuse_out(out: Path, args: argparse.Namespace, vocab: int | None) -> str | None:
+    """Why ``prepare`` must not write ``out`` (one line), ``"same"`` when ``out`` already holds
+    this preparation, or ``None`` to go ahead.
+
+    ``out`` may be missing, empty, or a token folder (``header.json``) replaced with
+    ``--overwrite``; anything else is not gnbench's to delete.
+    """
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; give a folder"
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    try:
+        header = json.loads((out / HEADER).read_text())
+    except (OSError, ValueError):
+        return (
+            f"--out {out} is not empty and is not a prepared token folder (no readable "
+            f"{HEADER}); gnbench never replaces a folder it did not prepare: give another --out"
+        )
+    if args.overwrite:
+        return None
+    wanted = dict(source=args.source, val_fraction=args.val_fraction, seed=args.seed)
+    if args.tokenizer == "bpe":
+        wanted["vocab_size"] = vocab
+    same = header.get("tokenizer") == args.tokenizer and all(
+        header.get(k) == v for k, v in wanted.items()
+    )
+    if same and args.tokenizer_file is None and args.max_documents is None:
+        return "same"
+    return (
+        f"--out {out} already holds a prepared token folder (source {header.get('source')!r}, "
+        f"tokenizer {header.get('tokenizer')!r}); add --overwrite to replace it, or give "
+        "another --out"
+    )
+
+
 def main(argv: list[str]) -> int:
     """Runs ``gnbench data ...``; returns the exit code.
 
@@ -74,7 +116,14 @@ def main(argv: list[str]) -> int:
         vocab = args.vocab_size
         if args.tokenizer == "bpe" and vocab is None:
             vocab = 8192
-        out = args.out or default_data_dir(args.source, args.tokenizer, vocab)
+        out = Path(args.out or default_data_dir(args.source, args.tokenizer, vocab))
+        refusal = _refuse_out(out, args, vocab)
+        if refusal == "same":
+            print(f"{out} already holds this corpus prepared the same way; --overwrite redoes it")
+            return 0
+        if refusal:
+            print(f"gnbench data prepare: {refusal}", file=sys.stderr)
+            return 1
         tic = time.perf_counter()
         try:
             out = prepare(

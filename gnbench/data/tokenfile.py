@@ -94,6 +94,9 @@ def prepare(
 ) -> Path:
     """Tokenizes ``source`` into ``out_dir`` (replacing its contents atomically); returns it.
 
+    ``out_dir`` must be missing, empty or a prepared token folder: any other folder is refused
+    (ValueError), never deleted.
+
     ``bpe`` is trained on the training documents only. ``tokenizer_file`` is a ``.tiktoken``
     file for ``gpt2`` or a ``tokenizer.json`` to reuse for ``bpe``.
 
@@ -102,6 +105,11 @@ def prepare(
       PosixPath('data/shakespeare-byte')
     """
     out = Path(out_dir)
+    if out.is_dir() and any(out.iterdir()) and not (out / HEADER).is_file():
+        raise ValueError(
+            f"{out} is not empty and is not a prepared token folder (no {HEADER}); gnbench "
+            "never replaces a folder it did not prepare: give another output folder"
+        )
     docs = load_documents(source, max_documents=max_documents)
     train_idx, val_idx = split_documents(len(docs), val_fraction, seed)
     train_docs = [docs[i] for i in train_idx]

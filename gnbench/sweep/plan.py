@@ -1,10 +1,13 @@
 """The plan of a sweep: every run, its stable id, its overrides and its command line.
 
-A run's id is ``<method>-<sha256(sorted JSON of its resolved overrides)[:10]>``. The overrides
-hashed are the run's own choices (method, grid point, scan value, seed, sweep-wide overrides,
-target); plumbing that depends on where the sweep is written (work folder, warm-up path, wandb
-names, progress bar) is left out, and the warm-up run's id is hashed in instead of its path. So the
-same run gets the same id, folder, checkpoint and wandb name on every machine and every rerun.
+A run's id is ``<method>-<identity[:10]>``, the identity being
+:func:`gnbench.train.identity.config_hash` of the run's fully resolved config: the base
+experiment as loaded now, with the run's overrides applied (method, grid point, scan value,
+seed, sweep-wide overrides, target). It is the hash the trainer writes into the run's
+``identity.json``. Keys that cannot change results (work folder, wandb names, progress bar: see
+:data:`gnbench.train.identity.NON_RESULT_KEYS`) are left out, and the warm-up run's identity is
+hashed in instead of its path. So the same run gets the same id, folder and checkpoint on every
+machine and every rerun, and a changed base experiment (or gnbench version) makes new runs.
 
 Run folders are ``<out>/<name>/runs/<run id>``; the plan is ``<out>/<name>/plan.json``.
 
@@ -27,9 +30,7 @@ finds them. ``plan.json`` also records ``seeds`` (tuning seeds), ``headline_seed
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,11 @@ from gnbench.report.headline import headline_rows
 from gnbench.report.io import atomic_write_json, load_runs
 from gnbench.report.results import sweep_results
 from gnbench.report.tuning import summarize
-from gnbench.sweep.spec import SweepSpec
+from gnbench.sweep.spec import SweepSpec, check_overrides, flatten
+from gnbench.train.identity import INIT_FROM, config_hash
 
-# Keys set per run by the sweep itself; they never enter the run id.
+# Keys set per run by the sweep itself; none enters the run id (train.init_from enters as the
+# warm-up's identity).
 PLUMBING_KEYS = (
     "train.workdir",
     "train.init_from",
@@ -62,6 +65,8 @@ class Run:
       scan_value: the value of the scanned key, or ``None`` without a scan.
       init_from: id of the run whose final state initializes this one, or ``None``.
       stage: ``tuning`` (stage 1), ``headline`` or ``variant`` (stage 2).
+      config_hash: the run's identity (:func:`gnbench.train.identity.config_hash`); ``id``
+        ends with its first 10 hex digits.
     """
 
     id: str
@@ -72,6 +77,7 @@ class Run:
     scan_value: Any = None
     init_from: str | None = None
     stage: str = "tuning"
+    config_hash: str = ""
 
     @property
     def workdir(self) -> str:
@@ -134,15 +140,32 @@ class Plan:
         return ([self.warmup] if self.warmup else []) + list(self.runs)
 
 
-def run_id(prefix: str, overrides: dict[str, Any]) -> str:
-    """``<prefix>-<first 10 hex digits of sha256 of the sorted JSON of overrides>``.
+def run_id(prefix: str, digest: str) -> str:
+    """``<prefix>-<first 10 hex digits of digest>``.
 
     Example:
-      >>> run_id("adamw", {"seed": 0, "optimizer.learning_rate": 0.003})
+      >>> run_id("adamw", "9ac5acb94b0f")
       'adamw-9ac5acb94b'
     """
-    payload = json.dumps(overrides, sort_keys=True, separators=(",", ":"))
-    return f"{prefix}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+    return f"{prefix}-{digest[:10]}"
+
+
+def resolved_hash(
+    spec: SweepSpec, overrides: dict[str, Any], init_from_hash: str | None = None
+) -> str:
+    """The identity of the run of ``spec`` with ``overrides``: the base config (as loaded by
+    :func:`gnbench.sweep.spec.parse_sweep`) with the overrides applied, hashed like the trainer
+    hashes it; ``init_from_hash`` is the identity of the run it starts from.
+
+    A spec without a loaded base config hashes the overrides alone.
+    """
+    if spec.base_config is not None:
+        config = flatten(check_overrides(spec.base_config, overrides, "run"))
+    else:
+        config = dict(overrides)
+    if init_from_hash:
+        config[INIT_FROM] = "(the warm-up run)"  # Replaced by init_from_hash when hashed.
+    return config_hash(config, init_from_id=init_from_hash)
 
 
 def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
@@ -158,12 +181,14 @@ def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
             "train.steps": spec.warmup_steps,
             **spec.warmup_overrides,
         }
+        digest = resolved_hash(spec, w_over)
         warmup = Run(
-            id=run_id("warmup", w_over),
+            id=run_id("warmup", digest),
             method="warmup",
             overrides=w_over,
             setting={},
             seed=w_over.get("seed"),
+            config_hash=digest,
         )
     return common, warmup
 
@@ -178,8 +203,9 @@ def make_run(
 ) -> Run:
     """One run of ``method`` (a method or a variant of ``spec``) with its id.
 
-    The id hashes the run's overrides (sweep-wide ones, the method's, the grid point, the seed,
-    the scan value and the warm-up's id), never its stage: the same run always gets the same id.
+    The id hashes the run's resolved config (the base with the sweep-wide overrides, the
+    method's, the grid point, the seed, the scan value, and the warm-up's identity), never its
+    stage: the same run always gets the same id.
 
     Example:
       >>> from gnbench.sweep.spec import MethodSpec
@@ -194,9 +220,9 @@ def make_run(
         over[spec.scan_key] = scan_value
         i = spec.scan_values.index(scan_value)
         over.update({key: values[i] for key, values in spec.scan_with.items()})
-    hashed = dict(over, **({"_warmup": warmup.id} if warmup else {}))
+    digest = resolved_hash(spec, over, warmup.config_hash if warmup else None)
     return Run(
-        id=run_id(method, hashed),
+        id=run_id(method, digest),
         method=method,
         overrides=over,
         setting=dict(setting),
@@ -204,6 +230,7 @@ def make_run(
         scan_value=scan_value,
         init_from=warmup.id if warmup else None,
         stage=stage,
+        config_hash=digest,
     )
 
 

@@ -107,6 +107,10 @@ class SweepSpec:
     baseline: str = "adamw"
     headline_seeds: list[int] = dataclasses.field(default_factory=list)
     variants: dict[str, VariantSpec] = dataclasses.field(default_factory=dict)
+    # The base experiment's config as loaded (run ids hash it with each run's overrides).
+    base_config: ml_collections.ConfigDict | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def two_stage(self) -> bool:
@@ -321,6 +325,7 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         baseline=str(raw.get("baseline", "adamw")),
         headline_seeds=headline_seeds,
         variants=variants,
+        base_config=config,
     )
     if spec.target_loss is not None:
         check_overrides(config, {"train.target_loss": spec.target_loss}, "target_loss")

@@ -1,17 +1,20 @@
 """``train(config)``: one run from a config to ``summary.json``, resumable at any point.
 
-Outputs in ``config.train.workdir``: ``config.json`` (the resolved config), ``metrics.jsonl``
-(one record per iteration and per evaluation, in every unit), ``summary.json`` (status and the
-target crossing, written last and atomically), ``ckpt/`` (orbax) and, unless disabled, wandb files.
-Rerunning the same command resumes from the last checkpoint, or returns at once when
-``summary.json`` exists.
+Outputs in ``config.train.workdir``: ``identity.json`` (the run's config hash, see
+:mod:`gnbench.train.identity`), ``config.json`` (the resolved config), ``metrics.jsonl`` (one
+record per iteration and per evaluation, in every unit), ``summary.json`` (status and the target
+crossing, written last and atomically), ``ckpt/`` (orbax) and, unless disabled, wandb files; and
+``.lock`` while the run is going (:mod:`gnbench.train.workdir`). Rerunning the same command
+resumes from the last checkpoint, or prints the summary when ``summary.json`` exists; the same
+workdir with another config is an error naming the keys that differ.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,27 @@ from gnbench.model import get_model_config
 from gnbench.model.sharding import batch_sharding, make_mesh
 from gnbench.tracking import JsonlTracker, MultiTracker, WandbTracker
 from gnbench.train.checkpoint import Checkpointer
+from gnbench.train.identity import (
+    IDENTITY_FILE,
+    init_from_identity,
+    make_identity,
+    wandb_display_name,
+    wandb_run_id,
+)
 from gnbench.train.init_from import load_init_params
 from gnbench.train.method_step import MethodStep
 from gnbench.train.metrics import Progress, write_json_atomic, write_summary
 from gnbench.train.state import TrainState
 from gnbench.train.step import make_eval_step
+from gnbench.train.validation import ConfigError, validate_config
+from gnbench.train.workdir import (
+    WorkdirLock,
+    WorkdirState,
+    check_writable,
+    inspect_workdir,
+    remove_run_files,
+    summary_line,
+)
 
 
 def _global_batch(local_KxBxT1: np.ndarray, sharding, global_b: int) -> jax.Array:
@@ -39,24 +58,108 @@ def _global_batch(local_KxBxT1: np.ndarray, sharding, global_b: int) -> jax.Arra
     return jax.make_array_from_process_local_data(sharding, local_KxBxT1, (k, global_b, t1))
 
 
-def _trackers(cfg: ml_collections.ConfigDict, workdir: Path, resume_step: int | None):
+def wandb_init_args(
+    cfg: ml_collections.ConfigDict, identity: dict[str, Any], workdir: str | os.PathLike
+) -> dict[str, Any]:
+    """The wandb run's project, group, display name and id (no wandb call).
+
+    The id is unique per resolved config, project, sweep (group), display name and workdir
+    instance (:func:`gnbench.train.identity.wandb_run_id`); the name is readable:
+    ``<sweep>/<method>-<hash>`` in a sweep, else ``wandb.name`` or the workdir's folder name.
+    """
+    name = wandb_display_name(cfg.wandb.group, cfg.wandb.name, workdir)
+    return dict(
+        project=cfg.wandb.project,
+        group=cfg.wandb.group,
+        name=name,
+        run_id=wandb_run_id(
+            identity["hash"],
+            cfg.wandb.project,
+            cfg.wandb.group,
+            name,
+            str(identity.get("created", "")),
+        ),
+    )
+
+
+def _trackers(
+    cfg: ml_collections.ConfigDict,
+    workdir: Path,
+    resume_step: int | None,
+    identity: dict[str, Any],
+):
     trackers = [JsonlTracker(workdir / "metrics.jsonl", truncate_after_step=resume_step or 0)]
     if cfg.wandb.mode != "disabled":
         trackers.append(
             WandbTracker(
                 mode=cfg.wandb.mode,
-                project=cfg.wandb.project,
-                group=cfg.wandb.group,
-                name=cfg.wandb.name or workdir.name,
                 config=cfg.to_dict(),
                 directory=workdir,
+                **wandb_init_args(cfg, identity, workdir),
             )
         )
     return MultiTracker(*trackers)
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+def _has_checkpoint(ckpt_dir: Path) -> bool:
+    """Whether ``ckpt_dir`` holds a complete orbax step folder (named by its step number)."""
+    return ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+
+
+def _claim(
+    workdir: Path,
+    identity: dict[str, Any],
+    config: dict[str, Any],
+    overwrite: bool,
+    main_process: bool,
+) -> tuple[WorkdirLock | None, WorkdirState | None]:
+    """Creates the workdir and, on process 0, takes its lock, looks again (under the lock) and
+    writes ``identity.json`` and ``config.json`` for a new run (deleting another config's run
+    files first when ``overwrite``). Returns the lock and what was found."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not main_process:
+        return None, None
+    lock = WorkdirLock.acquire(workdir)
+    try:
+        found = inspect_workdir(workdir, identity, overwrite)
+        if found.kind == "replace":
+            removed = remove_run_files(workdir)
+            print(
+                f"gnbench: train.overwrite: deleted the files of the other run in {workdir} "
+                f"({', '.join(removed)})",
+                file=sys.stderr,
+            )
+        if found.kind in ("fresh", "replace") or found.stored is None:
+            identity = {**identity, "created": time.time()}
+            write_json_atomic(workdir / IDENTITY_FILE, identity)  # First: it names the run.
+            if found.kind != "resume":
+                write_json_atomic(workdir / "config.json", config)
+        else:
+            identity = found.stored
+        found.stored = identity
+    except BaseException:
+        lock.release()
+        raise
+    return lock, found
+
+
 def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     """Runs (or resumes) the training run described by ``cfg``; returns its summary.
+
+    A workdir holds one run: its identity (:mod:`gnbench.train.identity`, the hash of the
+    resolved config) is in ``identity.json``. Starting finds the workdir empty (a new run), holding
+    this run (resumed, or its summary printed and returned when finished) or another config's
+    run (:class:`ConfigError` naming the differing keys, unless ``train.overwrite``). Every check
+    of the config, the data and the init checkpoint runs before the workdir is created; the
+    workdir's lock (:class:`gnbench.train.workdir.WorkdirLock`) is held while the run writes.
+
+    Raises:
+      ConfigError: a user mistake (config values, data, checkpoints, workdir), one line.
 
     Example:
       >>> from experiments import tiny                      # doctest: +SKIP
@@ -64,58 +167,75 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
       >>> train(cfg)["status"]                              # doctest: +SKIP
       'finished'
     """
+    validate_config(cfg)
     workdir = Path(cfg.train.workdir)
-    summary_path = workdir / "summary.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())
     main_process = jax.process_index() == 0
-    workdir.mkdir(parents=True, exist_ok=True)
-    if main_process:
-        write_json_atomic(workdir / "config.json", cfg.to_dict())
+    init_from = cfg.train.init_from
+    if init_from and not _has_checkpoint(Path(init_from) / "ckpt"):
+        raise ConfigError(
+            f"train.init_from={init_from!r} has no checkpoint (looked in "
+            f"{Path(init_from).absolute() / 'ckpt'}); train that run first or fix the path"
+        )
+    identity = make_identity(cfg, init_from_identity(init_from))
+    overwrite = bool(cfg.train.get("overwrite", False))
+    found = inspect_workdir(workdir, identity, overwrite)
+    if found.kind == "finished":
+        if main_process:
+            print(summary_line(workdir, found.summary))
+        return found.summary
+    if main_process and workdir.is_dir():
+        WorkdirLock.check(workdir)
+    check_writable(workdir)
 
     devices = jax.devices()
     if cfg.mesh.num_devices != -1:
         if not 1 <= cfg.mesh.num_devices <= len(devices):
-            raise ValueError(
+            raise ConfigError(
                 f"mesh.num_devices={cfg.mesh.num_devices}; valid: -1 (all) or 1..{len(devices)}"
             )
         devices = devices[: cfg.mesh.num_devices]
-    mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, devices)
+    try:
+        mesh = make_mesh(cfg.mesh.data, cfg.mesh.fsdp, devices)
+    except ValueError as e:
+        raise ConfigError(f"mesh: {_one_line(e)}; fix --config.mesh.data/fsdp") from None
     b, k, t = cfg.data.micro_batch, cfg.data.micro_batches, cfg.data.seq_len
     if b % mesh.size:
-        raise ValueError(
+        raise ConfigError(
             f"data.micro_batch={b} is not divisible by the {mesh.size} devices of the mesh "
             f"(data={mesh.shape['data']} x fsdp={mesh.shape['fsdp']}); "
             f"use a multiple of {mesh.size}"
         )
-    tokens = gdata.TokenFile.open(
-        first_process_first(  # Many processes: one tokenizes the corpus, the others reuse it.
-            lambda: gdata.ensure_prepared(
-                cfg.data.source,
-                tokenizer=cfg.data.tokenizer,
-                vocab_size=cfg.data.vocab_size,
-                base=cfg.data.dir,
-            ),
-            "prepare-data",
+    try:
+        tokens = gdata.TokenFile.open(
+            first_process_first(  # Many processes: one tokenizes the corpus, the others reuse it.
+                lambda: gdata.ensure_prepared(
+                    cfg.data.source,
+                    tokenizer=cfg.data.tokenizer,
+                    vocab_size=cfg.data.vocab_size,
+                    base=cfg.data.dir,
+                ),
+                "prepare-data",
+            )
         )
-    )
-    model_cfg = get_model_config(
-        cfg.model.name, vocab_size=tokens.vocab_size, dtype=cfg.model.dtype
-    )
-    tokens.check_vocab(model_cfg.vocab_size)
-    shard, shards = jax.process_index(), jax.process_count()
-    data_iter = gdata.train_iterator(
-        tokens,
-        seq_len=t,
-        micro_batch=b,
-        micro_batches=k,
-        seed=cfg.seed,
-        shard_index=shard,
-        shard_count=shards,
-    )
-    val_NxBxT1 = gdata.validation_batches(
-        tokens, seq_len=t, n_sequences=cfg.data.val_sequences, batch=b
-    )
+        model_cfg = get_model_config(
+            cfg.model.name, vocab_size=tokens.vocab_size, dtype=cfg.model.dtype
+        )
+        tokens.check_vocab(model_cfg.vocab_size)
+        shard, shards = jax.process_index(), jax.process_count()
+        data_iter = gdata.train_iterator(
+            tokens,
+            seq_len=t,
+            micro_batch=b,
+            micro_batches=k,
+            seed=cfg.seed,
+            shard_index=shard,
+            shard_count=shards,
+        )
+        val_NxBxT1 = gdata.validation_batches(
+            tokens, seq_len=t, n_sequences=cfg.data.val_sequences, batch=b
+        )
+    except (ValueError, OSError, ImportError) as e:
+        raise ConfigError(f"data.source={cfg.data.source!r}: {' '.join(str(e).split())}") from None
     bits_per_token = 1.0 / (math.log(2) * tokens.bytes_per_token)
 
     method, opt, state = MethodStep.create(
@@ -128,18 +248,100 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         k=k,
         seed=cfg.seed,
     )
+
+    def init_params():
+        try:
+            return load_init_params(init_from, method.abstract_state.params)
+        except Exception as e:  # Orbax raises many kinds; every one means "unusable".
+            raise ConfigError(
+                f"train.init_from={init_from!r}: its checkpoint cannot be read ({_one_line(e)}); "
+                "train that run again or fix the path"
+            ) from None
+
+    resuming = found.kind == "resume" and _has_checkpoint(workdir / "ckpt")
+    if init_from and not resuming:  # Read before the workdir is touched.
+        state = state._replace(params=init_params())
+        init_from = ""
+
+    lock, claimed = first_process_first(
+        lambda: _claim(workdir, identity, cfg.to_dict(), overwrite, main_process),
+        "claim-workdir",
+    )
+    try:
+        if claimed is not None and claimed.kind == "finished":  # Finished meanwhile.
+            print(summary_line(workdir, claimed.summary))
+            return claimed.summary
+        setup = _Setup(
+            mesh=mesh,
+            source=tokens.source,
+            method=method,
+            opt=opt,
+            state=state,
+            data_iter=data_iter,
+            val_NxBxT1=val_NxBxT1,
+            bits_per_token=bits_per_token,
+            init_params=init_params if init_from else None,
+        )
+        return _run(cfg, workdir, claimed.stored if claimed else identity, main_process, setup)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What :func:`train` built before claiming the workdir."""
+
+    mesh: Any
+    source: str
+    method: MethodStep
+    opt: Any
+    state: TrainState
+    data_iter: Any
+    val_NxBxT1: np.ndarray
+    bits_per_token: float
+    init_params: Any  # Loads train.init_from's params when they are still needed, else None.
+
+
+def _restore(ckpt: Checkpointer, abstract_state: Any, workdir: Path) -> tuple[Any, dict]:
+    try:
+        return ckpt.restore(abstract_state)
+    except Exception as e:  # Orbax raises many kinds; every one means "unusable".
+        step = ckpt.latest_step()
+        raise ConfigError(
+            f"the checkpoint {workdir / 'ckpt' / str(step)} cannot be read ({_one_line(e)}); "
+            f"delete that folder to resume from an earlier one, or start anew with "
+            "--config.train.overwrite=true or a new --config.train.workdir"
+        ) from None
+
+
+def _run(
+    cfg: ml_collections.ConfigDict,
+    workdir: Path,
+    identity: dict[str, Any],
+    main_process: bool,
+    setup: _Setup,
+) -> dict[str, Any]:
+    """Trains from the claimed workdir's last checkpoint (or from the start) to the summary."""
+    mesh, method, opt, state, data_iter = (
+        setup.mesh,
+        setup.method,
+        setup.opt,
+        setup.state,
+        setup.data_iter,
+    )
+    b, k, t = cfg.data.micro_batch, cfg.data.micro_batches, cfg.data.seq_len
+    summary_path = workdir / "summary.json"
     apply_fn, loss_fn, shardings = method.apply_fn, method.loss_fn, method.shardings
     bsharding = method.batch_sharding
     ckpt = Checkpointer(workdir / "ckpt")
     progress, resume_step = Progress(), ckpt.latest_step()
     if resume_step is not None:
-        state, meta = ckpt.restore(method.abstract_state)
+        state, meta = _restore(ckpt, method.abstract_state, workdir)
         data_iter.set_state(meta["data"])
         progress = Progress(**meta["progress"])
-    elif cfg.train.init_from:
-        state = state._replace(
-            params=load_init_params(cfg.train.init_from, method.abstract_state.params)
-        )
+    elif setup.init_params is not None:
+        state = state._replace(params=setup.init_params())
 
     step_fn = method.lower(k, opt).compile()
     if progress.cost is None:  # Measured once per run; a resumed run keeps its measurement.
@@ -151,12 +353,12 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     eval_fn = make_eval_step(
         apply_fn, loss_fn, shardings.params, batch_sharding(mesh, batch_axis=1, ndim=3)
     )
-    val = jax.device_put(val_NxBxT1, batch_sharding(mesh, batch_axis=1, ndim=3))
+    val = jax.device_put(setup.val_NxBxT1, batch_sharding(mesh, batch_axis=1, ndim=3))
 
-    tracker = _trackers(cfg, workdir, resume_step) if main_process else MultiTracker()
+    tracker = _trackers(cfg, workdir, resume_step, identity) if main_process else MultiTracker()
     if main_process:
         print(
-            f"gnbench: {cfg.optimizer.name} on {cfg.model.name} ({tokens.source}), "
+            f"gnbench: {cfg.optimizer.name} on {cfg.model.name} ({setup.source}), "
             f"{mesh.size} device{'s' if mesh.size > 1 else ''}, outputs in {workdir}"
         )
         print(
@@ -175,7 +377,7 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
                 "kind": "eval",
                 **progress.units(step),
                 "val_loss": val_loss,
-                "val_bpb": val_loss * bits_per_token,
+                "val_bpb": val_loss * setup.bits_per_token,
             }
         )
         return val_loss

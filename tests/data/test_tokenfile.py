@@ -148,8 +148,11 @@ def test_cli_prepare_and_info(corpus_dir, tmp_path, capsys):
     assert data_main(["info", str(out)]) == 0
     printed = capsys.readouterr().out
     assert '"n_val_docs": 2' in printed and "DOC0" in printed
-    assert data_main(["prepare", "--source", str(tmp_path / "missing"), "--out", str(out)]) == 1
+    other = tmp_path / "cli2"
+    assert data_main(["prepare", "--source", str(tmp_path / "missing"), "--out", str(other)]) == 1
     assert "missing" in capsys.readouterr().err
+    assert data_main(["prepare", "--source", str(tmp_path / "missing"), "--out", str(out)]) == 1
+    assert "add --overwrite to replace it" in capsys.readouterr().err  # out is a token folder.
     assert data_main(["info", str(tmp_path / "missing")]) == 1
     with pytest.raises(SystemExit):
         data_main(["prepare", "--tokenizer", "nope"])

@@ -47,6 +47,9 @@ def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
     assert len(runs) == 2
     warm_evals = read_metrics(warmup)
     warm_final = [r["val_loss"] for r in warm_evals if r["kind"] == "eval"][-1]
+    for run in folders:  # The trainer's identity is the planner's: the id ends with its hash.
+        identity = json.loads((run / "identity.json").read_text())
+        assert run.name.endswith("-" + identity["hash"][:10])
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
         config = json.loads((run / "config.json").read_text())

@@ -1,0 +1,181 @@
+"""Checks of a run config that need no data, device or file: names and numbers.
+
+:func:`validate_config` runs before the trainer creates anything, so a typo or an impossible
+value fails in a second with one line (:class:`ConfigError`) naming the key, the value and what
+to give instead. Keys a config lacks (a smaller experiment file) are not checked.
+
+Example:
+  >>> from experiments import tiny
+  >>> cfg = tiny.get_config()
+  >>> cfg.train.steps = 0
+  >>> validate_config(cfg)
+  Traceback (most recent call last):
+  ...
+  gnbench.train.validation.ConfigError: train.steps=0 must be an integer >= 1; give --config.train.steps=N with N >= 1
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A user mistake in a run's config, data or workdir; the message is one line with the fix.
+
+    ``gnbench train`` prints it as ``gnbench train: <message>`` and exits with code 2.
+    """
+
+
+# Names accepted by the trainer (the optimizer registry raises the same errors later; these
+# fail before anything is built).
+SCHEDULES = ("warmup_cosine", "constant")
+GN_INNER = ("adamw", "muon", "muon_optax")
+GN_INNER_SCHEDULES = ("global_cosine", "cosine_per_outer", "constant")
+LINE_SEARCH_DATA = ("fresh", "inner")
+DTYPES = ("float32", "bfloat16")
+
+_MISSING = object()
+
+POSITIVE_INTS = (
+    "data.seq_len",
+    "data.micro_batch",
+    "data.micro_batches",
+    "data.val_sequences",
+    "data.vocab_size",
+    "train.steps",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "mesh.fsdp",
+    "optimizer.soap.precondition_frequency",
+    "optimizer.muon.ns_steps",
+)
+NONNEGATIVE_INTS = ("optimizer.warmup_steps", "optimizer.gn.inner_warmup_steps")
+NONNEGATIVE_INTS += ("optimizer.gn.line_search",)
+ALL_OR_POSITIVE = ("mesh.data", "mesh.num_devices")  # -1 or >= 1.
+POSITIVE_FLOATS = (
+    "optimizer.learning_rate",
+    "optimizer.eps",
+    "optimizer.muon.adam_learning_rate",
+    "optimizer.gn.inner_learning_rate",
+    "optimizer.gn.inner_adam_learning_rate",
+)
+NONNEGATIVE_FLOATS = (
+    "optimizer.weight_decay",
+    "optimizer.grad_clip",
+    "optimizer.muon.adam_weight_decay",
+    "optimizer.gn.inner_weight_decay",
+    "optimizer.gn.damping",
+)
+DECAYS = (  # In [0, 1).
+    "optimizer.b1",
+    "optimizer.b2",
+    "optimizer.muon.momentum",
+    "optimizer.gn.inner_b1",
+    "optimizer.gn.inner_b2",
+)
+
+
+def get(cfg: Any, key: str) -> Any:
+    """``cfg[a][b]`` for ``key="a.b"``, or a sentinel when absent."""
+    node = cfg
+    for part in key.split("."):
+        try:
+            node = node[part]
+        except (KeyError, TypeError, AttributeError):
+            return _MISSING
+    return node
+
+
+def suggestion(name: str, valid: list[str] | tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` for the closest valid name, or ``""``.
+
+    Example:
+      >>> suggestion("adamm", ["adamw", "soap"])
+      " (did you mean 'adamw'?)"
+    """
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _choice(cfg: Any, key: str, valid: list[str] | tuple[str, ...], what: str) -> None:
+    value = get(cfg, key)
+    if value is not _MISSING and value not in valid:
+        raise ConfigError(
+            f"unknown {what} {value!r}; known {what}s: {', '.join(valid)}"
+            f"{suggestion(value, valid)}; set --config.{key}=NAME"
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(cfg: Any) -> None:
+    def fail(key: str, value: Any, need: str, example: str) -> None:
+        raise ConfigError(f"{key}={value!r} must be {need}; give --config.{key}={example}")
+
+    for key in POSITIVE_INTS:
+        v = get(cfg, key)
+        if v is not _MISSING and (not _is_number(v) or v != int(v) or v < 1):
+            fail(key, v, "an integer >= 1", "N with N >= 1")
+    for key in NONNEGATIVE_INTS:
+        v = get(cfg, key)
+        if v is not _MISSING and (not _is_number(v) or v != int(v) or v < 0):
+            fail(key, v, "an integer >= 0", "N with N >= 0")
+    for key in ALL_OR_POSITIVE:
+        v = get(cfg, key)
+        if v is not _MISSING and (not _is_number(v) or v != int(v) or not (v == -1 or v >= 1)):
+            fail(key, v, "-1 (all) or an integer >= 1", "-1")
+    for key in POSITIVE_FLOATS:
+        v = get(cfg, key)
+        if v is not _MISSING and (not _is_number(v) or not math.isfinite(v) or v <= 0):
+            fail(key, v, "a finite number > 0", "3e-3")
+    for key in NONNEGATIVE_FLOATS:
+        v = get(cfg, key)
+        if v is None and key == "optimizer.grad_clip":
+            continue
+        if v is not _MISSING and (not _is_number(v) or not math.isfinite(v) or v < 0):
+            fail(key, v, "a finite number >= 0", "0.0")
+    for key in DECAYS:
+        v = get(cfg, key)
+        if v is not _MISSING and (not _is_number(v) or not 0 <= v < 1):
+            fail(key, v, "in [0, 1)", "0.9")
+    target = get(cfg, "train.target_loss")
+    if target is not _MISSING and (not _is_number(target) or math.isnan(target)):
+        fail("train.target_loss", target, "a number (a validation loss in nats/token)", "2.6")
+    b, n = get(cfg, "data.micro_batch"), get(cfg, "data.val_sequences")
+    if _is_number(b) and _is_number(n) and n < b:
+        raise ConfigError(
+            f"data.val_sequences={n} is fewer than data.micro_batch={b}: validation needs at "
+            f"least one batch; give --config.data.val_sequences={b} or more"
+        )
+
+
+def validate_config(cfg: Any) -> None:
+    """Checks the names and numbers of ``cfg`` (a run config, see ``experiments/base.py``).
+
+    Raises:
+      ConfigError: an unknown name (optimizer, model, schedule, tokenizer, ...) or a value out of
+        range (steps, batch sizes, sequence length, learning rates, decays, ...).
+    """
+    from gnbench.data.tokenizers import TOKENIZERS
+    from gnbench.model.configs import CONFIGS
+    from gnbench.optim import known_optimizers
+    from gnbench.tracking import WANDB_MODES
+
+    _choice(cfg, "optimizer.name", known_optimizers(), "optimizer")
+    _choice(cfg, "model.name", list(CONFIGS), "model")
+    _choice(cfg, "model.dtype", DTYPES, "dtype")
+    _choice(cfg, "data.tokenizer", TOKENIZERS, "tokenizer")
+    _choice(cfg, "optimizer.schedule", SCHEDULES, "schedule")
+    _choice(cfg, "optimizer.gn.inner", GN_INNER, "GN inner optimizer")
+    _choice(cfg, "optimizer.gn.inner_schedule", GN_INNER_SCHEDULES, "GN inner schedule")
+    _choice(cfg, "optimizer.gn.line_search_data", LINE_SEARCH_DATA, "line-search data")
+    _choice(cfg, "wandb.mode", WANDB_MODES, "wandb mode")
+    for key, example in (("data.source", "shakespeare"), ("train.workdir", "runs/my_run")):
+        v = get(cfg, key)
+        if v is not _MISSING and (not isinstance(v, str) or not v.strip()):
+            raise ConfigError(f"{key}={v!r} is empty; give --config.{key}={example}")
+    _numbers(cfg)
