@@ -114,7 +114,7 @@ def sweep_section(
     seeds = plan.get("seeds") or None  # Older sweeps: every seed tunes.
     variants = dict(plan.get("variants") or {})
     rows = summarize(results, baseline=baseline, seeds=seeds)
-    edges = grid_edges(rows, plan.get("grids"), results)
+    edges = grid_edges(rows, plan.get("grids"), results, plan.get("grids_at"))
     marks = edge_map(edges)
     scan_key = plan.get("scan_key")
     h = "#" * level

@@ -242,18 +242,23 @@ def grid_edges(
     rows: list[MethodRow],
     grids: dict[str, dict[str, list[Any]]] | None = None,
     results: list[RunResult] | None = None,
+    grids_at: dict[str, dict[str, dict[str, list[Any]]]] | None = None,
 ) -> list[GridEdge]:
     """The tuned values that sit at the edge of their grid.
 
-    For each tuned row and each numeric grid key with at least two distinct values, the row's
-    value is flagged ``low`` if it is the grid's smallest value, ``high`` if its largest. The grid
-    of a method is ``grids[method]`` (``plan.json``'s ``grids``); a method missing there uses the
-    values seen among its runs in ``results`` (or its row's runs without ``results``).
+    For each tuned row that reached the target and each numeric grid key with at least two
+    distinct values, the row's value is flagged ``low`` if it is the grid's smallest value,
+    ``high`` if its largest. A row whose every setting missed the target is not flagged: no cost
+    in the report comes from it (the scan leaves the point out). The grid of a method is
+    ``grids_at[method][str(scan value)]`` where given, else ``grids[method]`` (``plan.json``'s
+    ``grids_at`` and ``grids``); a method missing there uses the values seen among its runs in
+    ``results`` (or its row's runs without ``results``).
 
     Args:
       rows: tuned rows (any methods, any scan values).
       grids: method -> key -> the values tried.
       results: every run of the sweep, for methods without a recorded grid.
+      grids_at: method -> scan value (a string) -> key -> the values tried there.
 
     Returns:
       The flagged values, in row order and the order of each row's setting.
@@ -265,7 +270,10 @@ def grid_edges(
     """
     edges = []
     for row in rows:
-        grid = (grids or {}).get(row.method)
+        if not any(r.reached for r in row.tuning or row.runs):
+            continue
+        grid = (grids_at or {}).get(row.method, {}).get(str(row.scan_value))
+        grid = grid if grid is not None else (grids or {}).get(row.method)
         if grid is None:
             grid = {}
             for r in row.runs if results is None else results:

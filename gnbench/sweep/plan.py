@@ -24,7 +24,9 @@ grid point and seed of ``seeds``. A sweep with ``headline_seeds`` or ``variants`
 
 Stage-2 ids are hashed exactly like stage-1 ones (the same overrides give the same id), so a rerun
 finds them. ``plan.json`` also records ``seeds`` (tuning seeds), ``headline_seeds``, ``grids``
-(``{method: {key: [values]}}``, variants included) and ``variants`` (``{variant: reference}``).
+(``{method: {key: [values]}}``, variants included), ``grids_at`` (``{method: {scan value:
+{key: [values]}}}``, where a method's grid depends on the scan value) and ``variants``
+(``{variant: reference}``).
 """
 
 from __future__ import annotations
@@ -90,9 +92,10 @@ class Plan:
     """All runs of a sweep; ``warmup`` (if any) must finish before ``runs`` start.
 
     ``seeds`` are the tuning seeds, ``headline_seeds`` the stage-2 ones, ``grids`` each method's
-    (and variant's) grid and ``variants`` maps each variant to its reference method. ``hold``:
-    ids executors must not launch this time (runs that failed earlier in the same command; not
-    written to ``plan.json``).
+    (and variant's) grid, ``grids_at`` its grid at the scan values where it differs (keys are
+    the scan values as strings) and ``variants`` maps each variant to its reference method.
+    ``hold``: ids executors must not launch this time (runs that failed earlier in the same
+    command; not written to ``plan.json``).
     """
 
     name: str
@@ -105,6 +108,7 @@ class Plan:
     seeds: list[int] = dataclasses.field(default_factory=list)
     headline_seeds: list[int] = dataclasses.field(default_factory=list)
     grids: dict[str, dict[str, list[Any]]] = dataclasses.field(default_factory=dict)
+    grids_at: dict[str, dict[str, dict[str, list[Any]]]] = dataclasses.field(default_factory=dict)
     variants: dict[str, str] = dataclasses.field(default_factory=dict)
     hold: frozenset[str] = frozenset()
 
@@ -267,7 +271,7 @@ def make_plan(spec: SweepSpec) -> Plan:
         make_run(spec, method, setting, seed, scan_value)
         for scan_value in spec.scan_values or [None]
         for method, m in spec.methods.items()
-        for setting in grid_points(m.grid)
+        for setting in grid_points(m.grid_for(scan_value))
         for seed in spec.seeds
     ]
     _check_unique(runs)
@@ -282,6 +286,7 @@ def make_plan(spec: SweepSpec) -> Plan:
         seeds=list(spec.seeds),
         headline_seeds=list(spec.headline_seeds),
         grids=spec.grids(),
+        grids_at=spec.grids_at(),
         variants={v: vs.of for v, vs in spec.variants.items()},
     )
 
@@ -337,7 +342,7 @@ def stage2_runs(spec: SweepSpec, plan: Plan, sweep_dir: str | Path) -> tuple[lis
             scan_value = heads[v.of].scan_value
             runs += [
                 make_run(spec, variant, setting, seed, scan_value, "variant")
-                for setting in grid_points(v.grid)
+                for setting in grid_points(v.grid_for(scan_value))
                 for seed in spec.seeds + spec.headline_seeds
             ]
     return runs, notes
@@ -403,6 +408,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         seeds=list(plan.seeds),
         headline_seeds=list(plan.headline_seeds),
         grids=plan.grids,
+        grids_at=plan.grids_at,
         variants=plan.variants,
     )
 

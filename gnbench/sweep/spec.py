@@ -8,8 +8,9 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
       "base": "tiny.py",                     # experiment config, relative to the sweep file or repo
       "overrides": {"train.steps": 40},      # applied to every run
       "methods": {                           # method -> fixed overrides and a grid to tune
-        "adamw": {"overrides": {}, "grid": {"optimizer.learning_rate": [3e-3, 1e-2]}},
-      },
+        "adamw": {"overrides": {}, "grid": {"optimizer.learning_rate": [3e-3, 1e-2]},
+                  "grid_at": {4: {"optimizer.learning_rate": [1e-3, 3e-3]}}},  # optional:
+      },                                     # another grid at some scan values
       "seeds": [0, 1, 2],
       "target_loss": 2.65,                   # optional: sets train.target_loss for every run
       "warmup": {"steps": 10, "overrides": {}},          # optional shared AdamW warm-up run
@@ -80,6 +81,11 @@ class MethodSpec:
 
     overrides: dict[str, Any]
     grid: dict[str, list[Any]]
+    grid_at: dict[Any, dict[str, list[Any]]] = dataclasses.field(default_factory=dict)
+
+    def grid_for(self, scan_value: Any) -> dict[str, list[Any]]:
+        """The grid tuned at ``scan_value``: ``grid`` with the keys ``grid_at`` sets there."""
+        return {**self.grid, **self.grid_at.get(scan_value, {})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +126,15 @@ class SweepSpec:
     def grids(self) -> dict[str, dict[str, list[Any]]]:
         """method or variant -> its grid (key -> values)."""
         return {m: dict(s.grid) for m, s in {**self.methods, **self.variants}.items()}
+
+    def grids_at(self) -> dict[str, dict[str, dict[str, list[Any]]]]:
+        """method or variant -> scan value (as a string, as JSON keys are) -> its grid there,
+        for the methods whose grid depends on the scan value."""
+        return {
+            m: {str(sv): s.grid_for(sv) for sv in s.grid_at}
+            for m, s in {**self.methods, **self.variants}.items()
+            if s.grid_at
+        }
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -243,19 +258,32 @@ def _parse_method(
 ) -> MethodSpec:
     """Checks one method (or variant) entry: its fields, override keys and grid values."""
     m = dict(m or {})
-    extra = set(m) - {"overrides", "grid"}
+    extra = set(m) - {"overrides", "grid", "grid_at"}
     if extra:
         raise SweepError(f"{kind} {method!r}: unknown fields {sorted(extra)}")
     m_over = {"optimizer.name": method, **flatten(m.get("overrides"))}
-    grid = {k: _as_list(v, f"{method} grid {k}") for k, v in flatten(m.get("grid")).items()}
     check_overrides(config, {**overrides, **m_over}, f"{kind} {method!r} overrides")
-    for key, values in grid.items():
-        for value in values:
-            check_overrides(config, {key: value}, f"{kind} {method!r} grid")
-        dup = [v for i, v in enumerate(values) if v in values[:i]]
-        if dup:
-            raise SweepError(f"{kind} {method!r} grid {key}: values {dup} appear more than once")
-    return MethodSpec(overrides=m_over, grid=grid)
+
+    def checked_grid(raw_grid: Any, where: str) -> dict[str, list[Any]]:
+        grid = {k: _as_list(v, f"{method} {where} {k}") for k, v in flatten(raw_grid).items()}
+        for key, values in grid.items():
+            for value in values:
+                check_overrides(config, {key: value}, f"{kind} {method!r} {where}")
+            dup = [v for i, v in enumerate(values) if v in values[:i]]
+            if dup:
+                raise SweepError(
+                    f"{kind} {method!r} {where} {key}: values {dup} appear more than once"
+                )
+        return grid
+
+    raw_at = m.get("grid_at") or {}
+    if not isinstance(raw_at, dict):
+        raise SweepError(f"{kind} {method!r}: grid_at must be {{scan value: grid}}, got {raw_at!r}")
+    return MethodSpec(
+        overrides=m_over,
+        grid=checked_grid(m.get("grid"), "grid"),
+        grid_at={sv: checked_grid(g, f"grid_at[{sv!r}]") for sv, g in raw_at.items()},
+    )
 
 
 def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
@@ -310,8 +338,11 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
                 f"got {of!r}"
             )
         v.setdefault("grid", methods[of].grid)
+        v.setdefault("grid_at", methods[of].grid_at)
         m = _parse_method(config, overrides, variant, v, kind="variant")
-        variants[variant] = VariantSpec(overrides=m.overrides, grid=m.grid, of=of)
+        variants[variant] = VariantSpec(
+            overrides=m.overrides, grid=m.grid, grid_at=m.grid_at, of=of
+        )
     warmup = raw.get("warmup")
     spec = SweepSpec(
         name=str(raw["name"]),
@@ -352,6 +383,13 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         spec = dataclasses.replace(
             spec, scan_key=str(scan["key"]), scan_values=values, scan_with=scan_with
         )
+    for name, m in {**spec.methods, **spec.variants}.items():
+        unknown_at = [sv for sv in m.grid_at if sv not in spec.scan_values]
+        if unknown_at:
+            raise SweepError(
+                f"{name!r} grid_at names {unknown_at}, not scan values "
+                f"(scan values: {spec.scan_values or 'none, the sweep has no scan'})"
+            )
     return spec
 
 

@@ -56,9 +56,10 @@ def _row(method, setting, tpi=None, steps=(), scan_value=None):
 def test_grid_edges_low_high_interior_and_one_value_grids():
     grids = {"m": {"lr": [0.3, 0.1, 0.01], "wd": [0.0, 0.1], "beta": [0.9], "name": ["a", "b"]}}
     rows = [
-        _row("m", {"lr": 0.01, "wd": 0.1, "beta": 0.9, "name": "a"}, scan_value=4),  # low, high
-        _row("m", {"lr": 0.3, "wd": 0.0}, scan_value=8),  # high (grid order is not size order)
-        _row("m", {"lr": 0.1, "beta": 0.9}, scan_value=16),  # interior; a 1-value grid
+        _row("m", {"lr": 0.01, "wd": 0.1, "beta": 0.9, "name": "a"}, scan_value=4, steps=[4]),
+        _row("m", {"lr": 0.3, "wd": 0.0}, scan_value=8, steps=[4]),  # grid order is not size
+        _row("m", {"lr": 0.1, "beta": 0.9}, scan_value=16, steps=[4]),  # interior; 1-value grid
+        _row("m", {"lr": 0.3}, scan_value=32, steps=[math.inf]),  # never reached: not flagged
     ]
     assert grid_edges(rows, grids) == [
         GridEdge("m", 4, "lr", 0.01, "low"),
@@ -66,6 +67,9 @@ def test_grid_edges_low_high_interior_and_one_value_grids():
         GridEdge("m", 8, "lr", 0.3, "high"),
         GridEdge("m", 8, "wd", 0.0, "low"),
     ]
+    # A grid of its own at one scan value (grid_at in the sweep file, grids_at in plan.json).
+    at = {"m": {"8": {"lr": [1.0, 0.3, 0.1], "wd": [0.0, 0.1]}}}
+    assert grid_edges(rows[1:2], grids, None, at) == [GridEdge("m", 8, "wd", 0.0, "low")]
     # Without recorded grids the values seen among the method's runs stand in.
     seen = [_row("m", {"lr": v}, steps=[4]) for v in (0.01, 0.1)]
     assert grid_edges(seen[:1], None, [r for row in seen for r in row.runs]) == [

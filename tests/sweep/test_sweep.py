@@ -196,3 +196,25 @@ def test_scan_with_sets_linked_keys_per_scan_value_and_checks_them(tmp_path):
         load_sweep_file(write_sweep(tmp_path, scan={**scan, "with": {"train.stepz": [1, 2]}}))
     with pytest.raises(SweepError, match="train.steps"):
         load_sweep_file(write_sweep(tmp_path, scan={**scan, "with": {"train.steps": ["a", 2]}}))
+
+
+def test_grid_at_gives_a_method_its_own_grid_at_some_scan_values(tmp_path):
+    scan = {"key": "data.micro_batches", "values": [2, 8]}
+    methods = {
+        "adamw": {
+            "grid": {"optimizer.learning_rate": [0.1, 0.3]},
+            "grid_at": {8: {"optimizer.learning_rate": [0.3, 1.0, 3.0]}},
+        }
+    }
+    plan = make_plan(load_sweep_file(write_sweep(tmp_path, scan=scan, methods=methods)))
+    lrs = {}
+    for r in plan.runs:
+        lrs.setdefault(r.scan_value, set()).add(r.setting["optimizer.learning_rate"])
+    assert lrs == {2: {0.1, 0.3}, 8: {0.3, 1.0, 3.0}}
+    assert plan.grids_at == {"adamw": {"8": {"optimizer.learning_rate": [0.3, 1.0, 3.0]}}}
+    with pytest.raises(SweepError, match=r"grid_at names \[4\], not scan values"):
+        bad = {"adamw": {**methods["adamw"], "grid_at": {4: {"optimizer.learning_rate": [1]}}}}
+        load_sweep_file(write_sweep(tmp_path, scan=scan, methods=bad))
+    with pytest.raises(SweepError, match="optimizer.learnig_rate"):
+        bad = {"adamw": {"grid_at": {8: {"optimizer.learnig_rate": [1.0]}}}}
+        load_sweep_file(write_sweep(tmp_path, scan=scan, methods=bad))
