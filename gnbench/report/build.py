@@ -89,8 +89,10 @@ COLUMNS = (
 
 
 def _config_values(results_files: Any, path: str) -> str:
-    values = sorted({str(config_value(r.config, path)) for r in results_files if r.config})
-    return ", ".join(values) if values else "?"
+    values = {config_value(r.config, path) for r in results_files if r.config}
+    numeric = all(isinstance(v, int | float) for v in values)
+    ordered = sorted(values) if numeric else sorted(values, key=str)
+    return ", ".join(str(v) for v in ordered) if ordered else "?"
 
 
 def sweep_section(
