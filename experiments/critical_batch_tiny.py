@@ -65,7 +65,7 @@ GRID_AT = {
 def get_sweep(quick: bool = False) -> dict:
     if quick:
         # A smoke test of the same pipeline (scan, two stages, variant, report): one learning
-        # rate per method (the middle of its grid), two batches, a loose target.
+        # rate per method (the middle of its grid), two small batches, a loose target; 20 runs.
         return dict(
             name="critical_batch_tiny_quick",
             base="tiny.py",
@@ -74,8 +74,8 @@ def get_sweep(quick: bool = False) -> dict:
             seeds=[0],
             headline_seeds=[1],
             variants={"muon_optax": {"of": "muon"}},
-            target_loss=2.8,
-            scan={"key": "data.micro_batches", "values": [2, 8], "with": {"train.steps": [40, 20]}},
+            target_loss=3.1,
+            scan={"key": "data.micro_batches", "values": [2, 4], "with": {"train.steps": [30, 20]}},
         )
     return dict(
         name="critical_batch_tiny",
