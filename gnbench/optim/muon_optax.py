@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import optax
 
 from gnbench.optim.muon import ADAM_NAMES, NS_COEFFS
+from gnbench.optim.registry import clip
 
 
 def paper_labels(params: Any) -> Any:
@@ -74,14 +75,6 @@ def paper_labels(params: Any) -> Any:
         return "adam" if names & set(ADAM_NAMES) else "muon"
 
     return jax.tree_util.tree_map_with_path(label, params)
-
-
-def _clip(max_norm: float | None) -> optax.GradientTransformation:
-    if max_norm is None or max_norm == 0:
-        return optax.identity()
-    if max_norm < 0:
-        raise ValueError(f"grad_clip must be >= 0 or None, got {max_norm}")
-    return optax.clip_by_global_norm(max_norm)
 
 
 def muon_optax(
@@ -139,7 +132,7 @@ def muon_optax(
     labels = paper_labels if labels is None else labels
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
     muon_group = optax.chain(
-        _clip(grad_clip),
+        clip(grad_clip),
         optax.contrib.muon(
             learning_rate,
             ns_coeffs=NS_COEFFS,
@@ -156,7 +149,7 @@ def muon_optax(
         ),
     )
     adam_group = optax.chain(
-        _clip(grad_clip),
+        clip(grad_clip),
         optax.adamw(
             adam_learning_rate,
             b1=adam_b1,

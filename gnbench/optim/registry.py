@@ -171,69 +171,47 @@ def _adamw(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
 # family).
 
 
-@register("muon")
-def _muon(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
-    from gnbench.optim.muon import muon
+def _muon_family(name: str, make_tx: Callable[..., optax.GradientTransformation]) -> Builder:
+    """A registry builder for a Muon: ``make_tx(cfg, ctx, lr, adam_lr)`` builds the transform
+    (clipping included); the schedules, ``inject_hyperparams`` and logged hparams are shared."""
 
-    m = cfg.muon
-    lr = schedule(cfg.learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
-    adam_lr = schedule(m.adam_learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
+    def build_muon(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
+        m = cfg.muon
+        lr = schedule(cfg.learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
+        adam_lr = schedule(m.adam_learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
 
-    @optax.inject_hyperparams
-    def make(learning_rate, adam_learning_rate):
-        return optax.chain(
-            clip(cfg.grad_clip),
-            muon(
-                learning_rate,
-                adam_learning_rate=adam_learning_rate,
+        @optax.inject_hyperparams
+        def make(learning_rate, adam_learning_rate):
+            return make_tx(cfg, ctx, learning_rate, adam_learning_rate)
+
+        return Optimizer(
+            tx=optax.with_extra_args_support(make(lr, adam_lr)),
+            hparams=dict(
+                name=name,
+                learning_rate=cfg.learning_rate,
+                adam_learning_rate=m.adam_learning_rate,
                 momentum=m.momentum,
                 nesterov=m.nesterov,
                 ns_steps=m.ns_steps,
                 weight_decay=cfg.weight_decay,
-                adam_b1=cfg.b1,
-                adam_b2=cfg.b2,
-                adam_eps=cfg.eps,
                 adam_weight_decay=m.adam_weight_decay,
-                labels=ctx.param_labels,
+                b1=cfg.b1,
+                b2=cfg.b2,
+                grad_clip=cfg.grad_clip,
             ),
         )
 
-    return Optimizer(
-        tx=optax.with_extra_args_support(make(lr, adam_lr)),
-        hparams=dict(
-            name="muon",
-            learning_rate=cfg.learning_rate,
-            adam_learning_rate=m.adam_learning_rate,
-            momentum=m.momentum,
-            nesterov=m.nesterov,
-            ns_steps=m.ns_steps,
-            weight_decay=cfg.weight_decay,
-            adam_weight_decay=m.adam_weight_decay,
-            b1=cfg.b1,
-            b2=cfg.b2,
-            grad_clip=cfg.grad_clip,
-        ),
-    )
+    return build_muon
 
 
-@register("muon_optax")
-def _muon_optax(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
-    """``optax.contrib.muon`` routed as the GN paper's code (:mod:`gnbench.optim.muon_optax`).
-
-    Same config as ``muon``; ``grad_clip`` clips each group (embed/head; the rest) by its own
-    norm, as the paper's two chains do. The paper's setting: ``weight_decay=0`` (Muon matrices
-    undecayed), ``muon.adam_weight_decay`` = its decay, ``muon.adam_learning_rate`` =
-    ``learning_rate``.
-    """
-    from gnbench.optim.muon_optax import muon_optax
+def _reference_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTransformation:
+    """The field's reference Muon (:mod:`gnbench.optim.muon`) after one global-norm clip."""
+    from gnbench.optim.muon import muon
 
     m = cfg.muon
-    lr = schedule(cfg.learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
-    adam_lr = schedule(m.adam_learning_rate, ctx.total_steps, cfg.warmup_steps, cfg.schedule)
-
-    @optax.inject_hyperparams
-    def make(learning_rate, adam_learning_rate):
-        return muon_optax(
+    return optax.chain(
+        clip(cfg.grad_clip),
+        muon(
             learning_rate,
             adam_learning_rate=adam_learning_rate,
             momentum=m.momentum,
@@ -242,28 +220,41 @@ def _muon_optax(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
             weight_decay=cfg.weight_decay,
             adam_b1=cfg.b1,
             adam_b2=cfg.b2,
-            eps=cfg.eps,
+            adam_eps=cfg.eps,
             adam_weight_decay=m.adam_weight_decay,
-            grad_clip=cfg.grad_clip,
             labels=ctx.param_labels,
-        )
-
-    return Optimizer(
-        tx=optax.with_extra_args_support(make(lr, adam_lr)),
-        hparams=dict(
-            name="muon_optax",
-            learning_rate=cfg.learning_rate,
-            adam_learning_rate=m.adam_learning_rate,
-            momentum=m.momentum,
-            nesterov=m.nesterov,
-            ns_steps=m.ns_steps,
-            weight_decay=cfg.weight_decay,
-            adam_weight_decay=m.adam_weight_decay,
-            b1=cfg.b1,
-            b2=cfg.b2,
-            grad_clip=cfg.grad_clip,
         ),
     )
+
+
+def _optax_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTransformation:
+    """``optax.contrib.muon`` routed as the GN paper's code (:mod:`gnbench.optim.muon_optax`).
+
+    ``grad_clip`` clips each group (embed/head; the rest) by its own norm, as the paper's two
+    chains do. The paper's setting: ``weight_decay=0`` (Muon matrices undecayed),
+    ``muon.adam_weight_decay`` = its decay, ``muon.adam_learning_rate`` = ``learning_rate``.
+    """
+    from gnbench.optim.muon_optax import muon_optax
+
+    m = cfg.muon
+    return muon_optax(
+        learning_rate,
+        adam_learning_rate=adam_learning_rate,
+        momentum=m.momentum,
+        nesterov=m.nesterov,
+        ns_steps=m.ns_steps,
+        weight_decay=cfg.weight_decay,
+        adam_b1=cfg.b1,
+        adam_b2=cfg.b2,
+        eps=cfg.eps,
+        adam_weight_decay=m.adam_weight_decay,
+        grad_clip=cfg.grad_clip,
+        labels=ctx.param_labels,
+    )
+
+
+register("muon")(_muon_family("muon", _reference_muon))
+register("muon_optax")(_muon_family("muon_optax", _optax_muon))
 
 
 @register("soap")
