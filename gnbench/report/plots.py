@@ -232,6 +232,10 @@ def plot_scan(
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # Plain numbers (8k, 20), not powers of ten.
+        axis.set_major_formatter(EngFormatter(sep=""))
+        axis.set_minor_formatter(EngFormatter(sep=""))
+    ax.tick_params(axis="both", which="minor", labelsize=7)
     ax.set_xlabel("tokens per iteration")
     ax.set_ylabel("iterations to target")
     ax.set_title(f"Batch-size scan over {scan_key}")
