@@ -26,6 +26,7 @@ from gnbench.report.table import (
     edge_map,
     edges_section,
     headline_table,
+    iteration_cost_table,
     methods_table,
     settings_table,
     variants_table,
@@ -116,6 +117,7 @@ def sweep_section(
     seeds = plan.get("seeds") or None  # Older sweeps: every seed tunes.
     variants = dict(plan.get("variants") or {})
     rows = summarize(results, baseline=baseline, seeds=seeds)
+    summaries = {r.entry["id"]: r.summary for r in sweep.runs if r.summary}
     edges = grid_edges(rows, plan.get("grids"), results, plan.get("grids_at"))
     marks = edge_map(edges)
     scan_key = plan.get("scan_key")
@@ -148,6 +150,15 @@ def sweep_section(
             headline_table(heads, marks, baseline),
             "",
             HEADLINE.format(baseline=baseline),
+            "",
+            f"{h}## What one iteration reads and costs, at each method's headline point",
+            "",
+            iteration_cost_table([hr.row for hr in heads], summaries),
+            "",
+            "Tokens read per iteration by the gradient (first-order methods) or the inner solve "
+            "(the GN family), and by the line search (fresh micro-batches unless the run sets "
+            "`optimizer.gn.line_search_data=inner`); FLOPs of one iteration as XLA counts the "
+            "compiled step, and the same in forward+backward passes over one micro-batch.",
             "",
         ]
     if variants:

@@ -302,3 +302,38 @@ def edges_section(edges: list[GridEdge], scan_key: str | None = None) -> str:
             f"grid's {extreme} value ({e.side})"
         )
     return "\n".join(lines)
+
+
+def iteration_cost_table(rows: list[MethodRow], summaries: dict[str, dict[str, Any]]) -> str:
+    """What one iteration of each row's method reads and costs, from its runs' summaries.
+
+    Args:
+      rows: tuned rows (e.g. each method at its headline point).
+      summaries: run id -> ``summary.json`` (its ``cost_per_iteration``, written by the trainer).
+
+    Returns:
+      A Markdown table: tokens read by the gradient or inner solve and by the line search, FLOPs
+      and forward+backward passes per iteration ("—" for runs from a trainer that did not
+      record them).
+    """
+    head = [
+        "method",
+        "tokens: gradient / inner solve",
+        "tokens: line search",
+        "FLOPs",
+        "forward+backward passes",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        costs = [(summaries.get(r.id) or {}).get("cost_per_iteration") for r in row.runs]
+        cost = next((c for c in costs if c), None)
+        cells = [row.method] + ["—"] * 4
+        if cost is not None:
+            cells[1:] = [
+                fmt(float(cost["inner_tokens"]), "tokens"),
+                fmt(float(cost["line_search_tokens"]), "tokens"),
+                fmt(float(cost["step_flops"]), "flops"),
+                f"{cost['step_flops'] / cost['fwd_bwd_flops']:.1f}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

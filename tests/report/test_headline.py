@@ -20,7 +20,7 @@ from gnbench.report.cli import report_main
 from gnbench.report.headline import headline
 from gnbench.report.io import load_sweep
 from gnbench.report.results import RunResult
-from gnbench.report.table import fmt_critical
+from gnbench.report.table import fmt_critical, iteration_cost_table
 from tests.report.fixture import (
     ADAMW_A,
     ADAMW_B,
@@ -229,3 +229,13 @@ def test_missing_flops_does_not_crash(tmp_path):
     plain = write_sweep(tmp_path / "plain", name="plain", flops=False)
     assert report_main([str(folder), str(plain), "--out", str(out)]) == 0
     assert (out.parent / "profile.png").exists()
+
+
+def test_iteration_cost_table_splits_tokens_and_gives_flops_per_iteration():
+    gn = _row("gauss_newton", {"lr": 0.003}, steps=[12, 13])
+    old = _row("adamw", {"lr": 0.003}, steps=[40])  # A run from a trainer without the record.
+    cost = dict(step_flops=1.5e11, fwd_bwd_flops=3e9, inner_tokens=8192, line_search_tokens=8192)
+    summaries = {gn.runs[1].id: {"cost_per_iteration": cost}, old.runs[0].id: {}}
+    lines = iteration_cost_table([gn, old], summaries).splitlines()
+    assert lines[2] == "| gauss_newton | 8k | 8k | 150.00G | 50.0 |"
+    assert lines[3] == "| adamw | — | — | — | — |"
