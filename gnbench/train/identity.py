@@ -31,6 +31,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import ml_collections
+
 import gnbench
 
 # Keys that cannot change a run's results (why, for each): left out of its identity.
@@ -191,3 +193,27 @@ def wandb_display_name(group: str, name: str, workdir: str | os.PathLike) -> str
     """
     name = name or Path(workdir).absolute().name
     return f"{group}/{name}" if group else name
+
+
+def wandb_init_args(
+    cfg: ml_collections.ConfigDict, identity: dict[str, Any], workdir: str | os.PathLike
+) -> dict[str, Any]:
+    """The wandb run's project, group, display name and id (no wandb call).
+
+    The id is unique per resolved config, project, sweep (group), display name and workdir
+    instance (:func:`gnbench.train.identity.wandb_run_id`); the name is readable:
+    ``<sweep>/<method>-<hash>`` in a sweep, else ``wandb.name`` or the workdir's folder name.
+    """
+    name = wandb_display_name(cfg.wandb.group, cfg.wandb.name, workdir)
+    return dict(
+        project=cfg.wandb.project,
+        group=cfg.wandb.group,
+        name=name,
+        run_id=wandb_run_id(
+            identity["hash"],
+            cfg.wandb.project,
+            cfg.wandb.group,
+            name,
+            str(identity.get("created", "")),
+        ),
+    )

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,25 +28,19 @@ from gnbench.model import get_model_config
 from gnbench.model.sharding import batch_sharding, make_mesh
 from gnbench.tracking import JsonlTracker, MultiTracker, WandbTracker
 from gnbench.train.checkpoint import Checkpointer
-from gnbench.train.identity import (
-    IDENTITY_FILE,
-    init_from_identity,
-    make_identity,
-    wandb_display_name,
-    wandb_run_id,
-)
+from gnbench.train.identity import init_from_identity, make_identity, wandb_init_args
 from gnbench.train.init_from import load_init_params
 from gnbench.train.method_step import MethodStep
-from gnbench.train.metrics import Progress, write_json_atomic, write_summary
+from gnbench.train.metrics import Progress, write_summary
 from gnbench.train.state import TrainState
 from gnbench.train.step import make_eval_step
 from gnbench.train.validation import ConfigError, validate_config
 from gnbench.train.workdir import (
     WorkdirLock,
-    WorkdirState,
     check_writable,
+    claim_workdir,
+    has_checkpoint,
     inspect_workdir,
-    remove_run_files,
     summary_line,
 )
 
@@ -56,30 +48,6 @@ from gnbench.train.workdir import (
 def _global_batch(local_KxBxT1: np.ndarray, sharding, global_b: int) -> jax.Array:
     k, _, t1 = local_KxBxT1.shape
     return jax.make_array_from_process_local_data(sharding, local_KxBxT1, (k, global_b, t1))
-
-
-def wandb_init_args(
-    cfg: ml_collections.ConfigDict, identity: dict[str, Any], workdir: str | os.PathLike
-) -> dict[str, Any]:
-    """The wandb run's project, group, display name and id (no wandb call).
-
-    The id is unique per resolved config, project, sweep (group), display name and workdir
-    instance (:func:`gnbench.train.identity.wandb_run_id`); the name is readable:
-    ``<sweep>/<method>-<hash>`` in a sweep, else ``wandb.name`` or the workdir's folder name.
-    """
-    name = wandb_display_name(cfg.wandb.group, cfg.wandb.name, workdir)
-    return dict(
-        project=cfg.wandb.project,
-        group=cfg.wandb.group,
-        name=name,
-        run_id=wandb_run_id(
-            identity["hash"],
-            cfg.wandb.project,
-            cfg.wandb.group,
-            name,
-            str(identity.get("created", "")),
-        ),
-    )
 
 
 def _trackers(
@@ -106,48 +74,6 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
-def _has_checkpoint(ckpt_dir: Path) -> bool:
-    """Whether ``ckpt_dir`` holds a complete orbax step folder (named by its step number)."""
-    return ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
-
-
-def _claim(
-    workdir: Path,
-    identity: dict[str, Any],
-    config: dict[str, Any],
-    overwrite: bool,
-    main_process: bool,
-) -> tuple[WorkdirLock | None, WorkdirState | None]:
-    """Creates the workdir and, on process 0, takes its lock, looks again (under the lock) and
-    writes ``identity.json`` and ``config.json`` for a new run (deleting another config's run
-    files first when ``overwrite``). Returns the lock and what was found."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not main_process:
-        return None, None
-    lock = WorkdirLock.acquire(workdir)
-    try:
-        found = inspect_workdir(workdir, identity, overwrite)
-        if found.kind == "replace":
-            removed = remove_run_files(workdir)
-            print(
-                f"gnbench: train.overwrite: deleted the files of the other run in {workdir} "
-                f"({', '.join(removed)})",
-                file=sys.stderr,
-            )
-        if found.kind in ("fresh", "replace") or found.stored is None:
-            identity = {**identity, "created": time.time()}
-            write_json_atomic(workdir / IDENTITY_FILE, identity)  # First: it names the run.
-            if found.kind != "resume":
-                write_json_atomic(workdir / "config.json", config)
-        else:
-            identity = found.stored
-        found.stored = identity
-    except BaseException:
-        lock.release()
-        raise
-    return lock, found
-
-
 def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     """Runs (or resumes) the training run described by ``cfg``; returns its summary.
 
@@ -171,7 +97,7 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     workdir = Path(cfg.train.workdir)
     main_process = jax.process_index() == 0
     init_from = cfg.train.init_from
-    if init_from and not _has_checkpoint(Path(init_from) / "ckpt"):
+    if init_from and not has_checkpoint(Path(init_from) / "ckpt"):
         raise ConfigError(
             f"train.init_from={init_from!r} has no checkpoint (looked in "
             f"{Path(init_from).absolute() / 'ckpt'}); train that run first or fix the path"
@@ -258,13 +184,13 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
                 "train that run again or fix the path"
             ) from None
 
-    resuming = found.kind == "resume" and _has_checkpoint(workdir / "ckpt")
+    resuming = found.kind == "resume" and has_checkpoint(workdir / "ckpt")
     if init_from and not resuming:  # Read before the workdir is touched.
         state = state._replace(params=init_params())
         init_from = ""
 
     lock, claimed = first_process_first(
-        lambda: _claim(workdir, identity, cfg.to_dict(), overwrite, main_process),
+        lambda: claim_workdir(workdir, identity, cfg.to_dict(), overwrite, main_process),
         "claim-workdir",
     )
     try:

@@ -33,6 +33,7 @@ from gnbench.train.identity import (
     read_identity,
     result_config,
 )
+from gnbench.train.metrics import write_json_atomic
 from gnbench.train.validation import ConfigError
 
 LOCK_FILE = ".lock"
@@ -330,3 +331,45 @@ def release_held_locks() -> None:
     """Releases every lock this process holds (the SIGTERM handler of ``gnbench train``)."""
     for lock in list(_HELD):
         lock.release()
+
+
+def has_checkpoint(ckpt_dir: Path) -> bool:
+    """Whether ``ckpt_dir`` holds a complete orbax step folder (named by its step number)."""
+    return ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+
+
+def claim_workdir(
+    workdir: Path,
+    identity: dict[str, Any],
+    config: dict[str, Any],
+    overwrite: bool,
+    main_process: bool,
+) -> tuple[WorkdirLock | None, WorkdirState | None]:
+    """Creates the workdir and, on process 0, takes its lock, looks again (under the lock) and
+    writes ``identity.json`` and ``config.json`` for a new run (deleting another config's run
+    files first when ``overwrite``). Returns the lock and what was found."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not main_process:
+        return None, None
+    lock = WorkdirLock.acquire(workdir)
+    try:
+        found = inspect_workdir(workdir, identity, overwrite)
+        if found.kind == "replace":
+            removed = remove_run_files(workdir)
+            print(
+                f"gnbench: train.overwrite: deleted the files of the other run in {workdir} "
+                f"({', '.join(removed)})",
+                file=sys.stderr,
+            )
+        if found.kind in ("fresh", "replace") or found.stored is None:
+            identity = {**identity, "created": time.time()}
+            write_json_atomic(workdir / IDENTITY_FILE, identity)  # First: it names the run.
+            if found.kind != "resume":
+                write_json_atomic(workdir / "config.json", config)
+        else:
+            identity = found.stored
+        found.stored = identity
+    except BaseException:
+        lock.release()
+        raise
+    return lock, found

@@ -9,8 +9,7 @@ from gnbench.cli import parse_train_config
 from gnbench.sweep import load_sweep_file, make_plan, run_args
 from gnbench.sweep.cli import main
 from gnbench.sweep.spec import REPO_ROOT
-from gnbench.train.identity import init_from_identity, make_identity
-from gnbench.train.loop import wandb_init_args
+from gnbench.train.identity import init_from_identity, make_identity, wandb_init_args
 from tests.sweep.test_sweep import FAKE, HERE, invocations, write_sweep
 
 ONE_METHOD = {"adamw": {"grid": {"optimizer.learning_rate": [0.3]}}}
