@@ -70,6 +70,11 @@ def step_flops(lower_at: Callable[[int], jax.stages.Lowered], k: int) -> float |
     return f1 + (k - 1) * (f2 - f1)
 
 
+def _micro_loss(apply_fn: Callable, loss_fn: Callable) -> Callable:
+    """``(params, micro_batch) -> scalar loss``."""
+    return lambda p, mb: loss_fn(apply_fn(p, mb), mb)
+
+
 def fwd_bwd_flops(
     apply_fn: Callable, loss_fn: Callable, params: Any, micro_batch: jax.ShapeDtypeStruct
 ) -> float | None:
@@ -82,9 +87,7 @@ def fwd_bwd_flops(
       micro_batch: shape of one micro-batch.
     """
 
-    def loss(p, mb):
-        return loss_fn(apply_fn(p, mb), mb)
-
+    loss = _micro_loss(apply_fn, loss_fn)
     return xla_flops(jax.jit(jax.value_and_grad(loss)).lower(params, micro_batch).compile())
 
 
@@ -93,9 +96,7 @@ def forward_flops(
 ) -> float | None:
     """FLOPs of the loss (forward only) on one micro-batch."""
 
-    def loss(p, mb):
-        return loss_fn(apply_fn(p, mb), mb)
-
+    loss = _micro_loss(apply_fn, loss_fn)
     return xla_flops(jax.jit(loss).lower(params, micro_batch).compile())
 
 
