@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format smoke bench bench-quick clean slurm-start slurm-stop
+.PHONY: install test lint format smoke bench bench-quick ladder ladder-quick clean slurm-start slurm-stop
 
-install: $(STAMP)  ## Create .venv and install gnbench with its dev tools (idempotent).
+install: $(STAMP)  ## Create .venv; install gnbench with its bench, ladder and dev extras (idempotent).
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[bench,ladder,dev]'
 	touch $(STAMP)
 
 test: install  ## Run the test suite.
@@ -49,5 +49,20 @@ bench-quick: install  ## The same pipeline on a small grid (< 5 minutes).
 	$(BIN)/gnbench sweep experiments/critical_batch_tiny.py --quick --executor local --parallel 2 --out runs
 	@echo "bench-quick: report in runs/critical_batch_tiny_quick/report.md"
 
+ladder: install  ## The approximation ladder (experiments/ladder_tiny.py), reusing make bench's runs.
+	$(BIN)/gnbench data prepare --source shakespeare --tokenizer byte
+	$(BIN)/gnbench sweep experiments/ladder_tiny.py --executor local --parallel 2 --out runs
+	@echo "ladder: report in runs/ladder_tiny/report.md"
+
+ladder-quick: install  ## The ladder's pipeline on a small grid.
+	$(BIN)/gnbench data prepare --source shakespeare --tokenizer byte
+	$(BIN)/gnbench sweep experiments/ladder_tiny.py --quick --executor local --parallel 2 --out runs
+	@echo "ladder-quick: report in runs/ladder_tiny_quick/report.md"
+
 clean:
 	rm -rf runs/smoke
+
+.PHONY: accelerator-check
+# Runs with $(PYTHON) as is (no install: the machine may have only jax, flax, optax and numpy).
+accelerator-check:  ## Numerics, speed and training of every method on this accelerator (< 8 min).
+	$(PYTHON) benchmarks/accelerator_check.py $(ACCELERATOR_CHECK_ARGS)

@@ -29,8 +29,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"  # Registry name: gnbench.optim.known_optimizers().
     c.optimizer.learning_rate = 3e-3  # Peak learning rate.
-    c.optimizer.schedule = "warmup_cosine"  # warmup_cosine (decays to 10% of peak) | constant.
+    c.optimizer.schedule = "warmup_cosine"  # warmup_cosine | warmup_constant | constant.
     c.optimizer.warmup_steps = 4  # Linear warmup iterations.
+    c.optimizer.warmup_start = 0.0  # Warm-up start, fraction of peak (paper: init_lr/lr = 0).
+    c.optimizer.schedule_end = 0.1  # warmup_cosine end, fraction of peak (paper: end_lr/lr).
     c.optimizer.b1 = 0.9  # Adam first-moment decay.
     c.optimizer.b2 = 0.95  # Adam second-moment decay.
     c.optimizer.eps = 1e-8  # Adam epsilon.
@@ -55,8 +57,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.gn.inner = "adamw"  # GN inner optimizer: adamw | muon (reference) | muon_optax.
     c.optimizer.gn.inner_learning_rate = 3e-3  # Peak inner lr (Muon part when inner=muon).
     c.optimizer.gn.inner_adam_learning_rate = 3e-3  # Peak lr of the AdamW part when inner=muon.
-    c.optimizer.gn.inner_schedule = "global_cosine"  # global_cosine | cosine_per_outer | constant.
-    c.optimizer.gn.inner_warmup_steps = 32  # Linear warmup, in inner steps (global across outer).
+    # global_cosine | cosine_with_global_schedule | constant_with_inner_cosine | constant (the
+    # paper's --lr_sched values) | cosine_per_outer (gnbench's earlier per-outer cosine).
+    c.optimizer.gn.inner_schedule = "global_cosine"
+    c.optimizer.gn.inner_warmup_steps = 32  # Inner-step warm-up (global_cosine, cosine_per_outer).
+    c.optimizer.gn.warmup_start = 0.0  # Warm-ups start at this fraction of peak (paper: 0.1).
+    c.optimizer.gn.schedule_end = 0.1  # Cosines end at this fraction of peak (paper: end_lr=0).
+    c.optimizer.gn.outer_warmup_steps = 0  # Envelope warm-up, outer steps (paper: global_warmup).
+    c.optimizer.gn.cycle_warmup_steps = 0  # Per-outer cosine warm-up (paper: inner_loop_warmup).
+    c.optimizer.gn.boundary_off_by_one = False  # cosine_with_global_schedule as the paper's code.
+    c.optimizer.gn.schedule_outer_steps = 0  # Outer steps T the schedules span; 0 = train.steps.
+    c.optimizer.gn.restart_schedule = False  # Index by inner step within outer (reset_start).
+    # Clip of the inner gradient before the inner optimizer, 0 = off: global norm (adamw, muon),
+    # each partition's own norm (muon_optax, as the paper; paper: --inner_clip_gradient).
+    c.optimizer.gn.inner_grad_clip = 0.0
     c.optimizer.gn.inner_b1 = 0.9  # Inner Adam first-moment decay.
     c.optimizer.gn.inner_b2 = 0.95  # Inner Adam second-moment decay.
     c.optimizer.gn.inner_weight_decay = 0.0  # Inner decoupled weight decay (0: pure GN model).
@@ -66,6 +80,19 @@ def get_config() -> ml_collections.ConfigDict:
     # Data of the line search: fresh (K new micro-batches per iteration, as the paper's code
     # does: 2x the inner solve's tokens) | inner (re-evaluate the inner solve's K micro-batches).
     c.optimizer.gn.line_search_data = "fresh"
+    # The approximation ladder's rungs (docs/METHOD.md): the same GN curvature, less structure.
+    c.optimizer.diag_gn = ml_collections.ConfigDict()  # diag_gn: m / (diag(G) + damping)^power.
+    c.optimizer.diag_gn.power = 0.5  # 1: diagonal Newton step; 0.5: Adam-like.
+    c.optimizer.diag_gn.damping = 1e-8  # Added to the GN diagonal before the power.
+    c.optimizer.diag_gn.b2 = 0.99  # Decay of the GN-diagonal average (bias-corrected).
+    c.optimizer.diag_gn.curvature_micro_batches = 1  # Micro-batches estimating diag(G) per step.
+    c.optimizer.kfac = ml_collections.ConfigDict()  # kfac: kfac-jax, fixed lr and damping.
+    c.optimizer.kfac.damping = 1e-3  # Lambda added to each Kronecker block (A x S + lambda I).
+    c.optimizer.kfac.momentum = 0.9  # Heavy-ball momentum on the preconditioned gradient.
+    c.optimizer.kfac.curvature_ema = 0.95  # Decay of the Kronecker-factor averages.
+    # kfac-jax estimator: fisher_gradients (sampled labels) | ggn_curvature_prop | ggn_exact.
+    c.optimizer.kfac.estimation_mode = "fisher_gradients"
+    c.optimizer.kfac.exact_inverses = True  # Invert each damped block exactly (else factored).
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 40  # Outer iterations (the budget).
@@ -92,4 +119,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.wandb.project = "gnbench"  # wandb project.
     c.wandb.group = ""  # wandb group (a sweep sets it to the sweep name).
     c.wandb.name = ""  # wandb run name ("" = the workdir's name); shown as <group>/<name>.
+    # The sweep's swept values for this run as JSON, e.g. {"optimizer.learning_rate": 0.003}
+    # (set by gnbench sweep; "" otherwise). Logged as the wandb config's grid_point only.
+    c.wandb.grid_point = ""
     return c

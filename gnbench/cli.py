@@ -26,6 +26,22 @@ USAGE = """usage: gnbench {train,data,sweep,report} ...
 
 TRAIN_USAGE = "usage: gnbench train --config FILE[:ARG] [--config.KEY=VALUE ...]"
 
+# Top-level modules of the `bench` extra (pyproject.toml): the command line needs them, the Optax
+# transforms (`import gnbench.optim`) do not.
+BENCH_MODULES = (
+    "absl",
+    "flax",
+    "grain",
+    "matplotlib",
+    "ml_collections",
+    "orbax",
+    "tiktoken",
+    "tokenizers",
+    "tqdm",
+    "wandb",
+)
+BENCH_HINT = "pip install 'gnbench[bench]'"
+
 
 def _fail(message: str):
     from gnbench.train.validation import ConfigError
@@ -312,7 +328,29 @@ def train_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The ``gnbench`` console script; without the ``bench`` extra, one line naming the install.
+
+    Example:
+      >>> main(["--help"])  # doctest: +ELLIPSIS
+      usage: gnbench {train,data,sweep,report} ...
+      ...
+      0
+    """
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else argv)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        if missing not in BENCH_MODULES:
+            raise
+        print(
+            f"gnbench: the command line needs the bench extra (module {missing!r} is not "
+            f"installed): {BENCH_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

@@ -45,7 +45,7 @@ case $action in
       if [ -d $REMOTE_DIR/.git ]; then git -C $REMOTE_DIR pull --ff-only;
       else git clone $(printf '%q' "$repo_url") $REMOTE_DIR; fi
       cd $REMOTE_DIR && python3 -m venv .venv
-      .venv/bin/pip install -q -U pip && .venv/bin/pip install -q -e . 'jax[tpu]'"
+      .venv/bin/pip install -q -U pip && .venv/bin/pip install -q -e '.[bench]' 'jax[tpu]'"
     ;;
   train)
     overrides=("$@")

@@ -31,7 +31,13 @@ def abstract_step(cfg):
     apply_fn, loss_fn = lm_fns(model_cfg)
     opt = optim.build(
         cfg.optimizer,
-        optim.BuildContext(cfg.train.steps, k, apply_fn=apply_fn, loss_fn=loss_fn),
+        optim.BuildContext(
+            cfg.train.steps,
+            k,
+            apply_fn=apply_fn,
+            loss_fn=loss_fn,
+            example_micro_batch=jax.ShapeDtypeStruct((b, t + 1), jnp.int32),
+        ),
     )
     batch = jax.ShapeDtypeStruct((k, b, t + 1), jnp.int32)
     ls_batch = batch if opt.ls_micro_batches else None

@@ -5,6 +5,7 @@ of records with a 7-byte header (crc32, little-endian length, type: 1 full, 2 fi
 4 last) whose payloads are ``wandb_internal_pb2.Record`` protobufs.
 """
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
@@ -57,3 +58,34 @@ def history_and_config(path: str | Path) -> tuple[list[dict], dict, str]:
             for item in rec.config.update:
                 config[item.key] = json.loads(item.value_json)
     return rows, config, group
+
+
+@dataclasses.dataclass
+class OfflineRun:
+    """What an offline run file holds, decoded."""
+
+    rows: list[dict]  # History rows, ``_step`` included.
+    config: dict
+    group: str
+    tags: list[str]
+    summary: dict  # The last value written for each summary key.
+    metrics: dict[str, dict]  # define_metric calls: name (or glob) -> step_metric, summary ops.
+
+
+def read_run(path: str | Path) -> OfflineRun:
+    """Everything :func:`history_and_config` reads, plus tags, summary and metric definitions."""
+    rows, config, group = history_and_config(path)
+    tags, summary, metrics = [], {}, {}
+    for rec in records(path):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            tags = list(rec.run.tags)
+        elif kind == "summary":
+            for item in rec.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                summary[key] = json.loads(item.value_json)
+        elif kind == "metric":
+            m = rec.metric
+            ops = [f.name for f, on in m.summary.ListFields() if on is True]
+            metrics[m.name or m.glob_name] = {"step_metric": m.step_metric, "summary": sorted(ops)}
+    return OfflineRun(rows, config, group, tags, summary, metrics)

@@ -22,6 +22,10 @@ its value, and the loss at θ_t, from one ``jax.linearize``. :func:`linearized_m
 evaluates *block-diagonal* models (layerwise GN): each block of parameters is linearized alone,
 all others frozen at θ_t.
 
+Precision: every function here runs under ``precision.pinned("curvature")``
+(:mod:`gnbench.optim.precision`), so the linearization, its JVP/VJP and the output-space products
+use the pinned matmul precision (float32 ``HIGHEST`` by default) whatever the caller set.
+
 Reference: Schraudolph, "Fast curvature matrix-vector products for second-order gradient
 descent", Neural Computation 2002; Abreu, Vyas, Kakade, Morwani, "The Potential of Second-Order
 Optimization for LLMs: A Study with Full Gauss-Newton", arXiv 2510.09378.
@@ -35,6 +39,8 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import optax
+
+from gnbench.optim.precision import pinned
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, PyTree], PyTree]
@@ -61,6 +67,7 @@ class ModelEval(NamedTuple):
     loss: jax.Array
 
 
+@pinned("curvature")
 def loss_hvp(
     loss_fn: LossFn, outputs: PyTree, batch: PyTree, u: PyTree
 ) -> tuple[jax.Array, PyTree, jax.Array, PyTree]:
@@ -86,6 +93,7 @@ def loss_hvp(
     return loss, grad, grad_dot_u, hvp
 
 
+@pinned("curvature")
 def gn_vector_product(
     apply_fn: ApplyFn, loss_fn: LossFn, params: PyTree, batch: PyTree, v: PyTree
 ) -> PyTree:
@@ -114,6 +122,7 @@ def gn_vector_product(
     return gv
 
 
+@pinned("curvature")
 def gn_output_rule(
     loss_fn: LossFn, outputs: PyTree, u: PyTree, batch: PyTree
 ) -> tuple[jax.Array, PyTree, jax.Array]:
@@ -131,6 +140,7 @@ def _groups(treedef: Any, block_labels: PyTree | None) -> list[list[int]]:
     return [[i for i, lab in enumerate(labels) if lab == name] for name in sorted(set(labels))]
 
 
+@pinned("curvature")
 def linearized_model_eval(
     apply_fn: ApplyFn,
     loss_fn: LossFn,

@@ -37,7 +37,14 @@ The inner optimizer receives ``inner_step=`` (the global inner step, counted acr
 and never reset, int32) as an extra keyword argument: :func:`with_inner_schedule` uses it so that
 learning-rate schedules run over inner steps across outer steps, cold start or warm.
 
-The gradient passed to ``update`` is ignored: the transform reads only ``batch``.
+The gradient passed to ``update`` is not used: pass the real gradient or ``None``. Optax
+wrappers that read it need a tree: ``optax.apply_if_finite`` (skips the step when the gradient is
+non-finite) and ``optax.MultiSteps`` (which runs the GN solve at every call and applies it on
+every k-th, with that call's ``batch``) work with real gradients, or with ``None`` when the
+outermost transform is wrapped in :func:`gnbench.optim.gn_wrappers.none_grads_as_zeros`.
+``optax.chain`` works either way. ``damping`` can be injected:
+:func:`gnbench.optim.gn_wrappers.inject_gn_hyperparams` is ``optax.inject_hyperparams`` with every
+other argument static, so ``state.hyperparams["damping"]`` can change between steps.
 
 State metrics (``state.metrics``, float32 scalars, read by the trainer): ``true_loss`` (L at θ_t
 averaged over the K micro-batches), ``gn_model_before`` / ``gn_model_after`` (the GN model
@@ -55,6 +62,8 @@ Study with Full Gauss-Newton", arXiv 2510.09378 (ICLR 2026).
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -123,14 +132,16 @@ def with_inner_schedule(
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
-        lr = schedule(0) if callable(schedule) else schedule
-        return InnerScheduleState(jnp.asarray(lr, jnp.float32), inner.init(params))
+        # The schedule's own dtype (float64 under jax_enable_x64), not a weak type: the state's
+        # learning rate keeps one dtype across updates (it is carried through lax.scan).
+        lr = jnp.asarray(schedule(0) if callable(schedule) else schedule)
+        return InnerScheduleState(lr.astype(lr.dtype), inner.init(params))
 
     def update_fn(updates, state, params=None, *, inner_step, **extra_args):
         # A constant learning rate is state, not a constant of the program: runs that differ
         # only in it compile to the same program.
         if callable(schedule):
-            lr = jnp.asarray(schedule(inner_step), jnp.float32)
+            lr = jnp.asarray(schedule(inner_step), state.learning_rate.dtype)
         else:
             lr = state.learning_rate
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
@@ -176,6 +187,28 @@ def _metrics(inner_state: Any, **values: Any) -> dict[str, jax.Array]:
     return out
 
 
+def _labels_like(params: PyTree, labels: PyTree) -> PyTree:
+    """``labels`` (a label per leaf, or per subtree: a prefix) in the containers of ``params``.
+
+    ``blocks`` may rebuild a mapping as a plain dict (e.g. an ``nnx.State`` of parameters under
+    ``flax.nnx.Optimizer``); ``optax.multi_transform`` needs the exact structure of ``params``.
+    """
+
+    def keys(path):
+        return tuple(jax.tree_util.keystr((k,)) for k in path)
+
+    label_at = {keys(p): label for p, label in jax.tree_util.tree_flatten_with_path(labels)[0]}
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    out = []
+    for path, _ in leaves:  # The longest labelled prefix of each leaf's path.
+        found = [keys(path[:n]) for n in range(len(path), -1, -1) if keys(path[:n]) in label_at]
+        if not found:
+            labelled = sorted("".join(k) for k in label_at)
+            raise ValueError(f"blocks(params) labels {labelled}, not {jax.tree_util.keystr(path)}")
+        out.append(label_at[found[0]])
+    return jax.tree.unflatten(treedef, out)
+
+
 def _gn_family(
     apply_fn: ApplyFn,
     loss_fn: LossFn,
@@ -189,9 +222,17 @@ def _gn_family(
     blocks: Callable[[PyTree], PyTree] | None,
 ) -> optax.GradientTransformationExtraArgs:
     """The outer loop shared by full GN, GN-prox-linear and layerwise GN (one per ``rule``)."""
+    try:
+        inner_steps = operator.index(inner_steps)
+    except TypeError as e:  # A float, or a tracer (inner_steps injected as a hyperparameter).
+        raise ValueError(
+            f"inner_steps must be a Python int (it fixes the batch shape), got {inner_steps!r}; "
+            "under optax.inject_hyperparams list it in static_args (see inject_gn_hyperparams)"
+        ) from e
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
-    if damping < 0:
+    # Validated only when concrete: under optax.inject_hyperparams it is an array or a tracer.
+    if isinstance(damping, numbers.Real) and not damping >= 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
     alphas = tuple(float(a) for a in (line_search or ()))
     if any(not a > 0 for a in alphas):
@@ -202,7 +243,7 @@ def _gn_family(
         """The inner optimizer and block labels (one inner state per block if layerwise)."""
         if blocks is None:
             return base_inner, None
-        labels = blocks(params)
+        labels = _labels_like(params, blocks(params))
         names = sorted(set(jax.tree.leaves(labels)))
         return optax.multi_transform({n: base_inner for n in names}, labels), labels
 
@@ -231,9 +272,15 @@ def _gn_family(
         return jnp.mean(losses)
 
     def update_fn(updates, state, params=None, *, batch=None, ls_batch=None, **extra_args):
-        del updates, extra_args  # GN reads the micro-batches, never the averaged gradient.
+        del extra_args
         if params is None or batch is None:
             raise ValueError("GN transforms need update(grads, state, params, batch=...)")
+        # GN reads the micro-batches, never the averaged gradient: it may be None or real.
+        if updates is not None and jax.tree.structure(updates) != jax.tree.structure(params):
+            raise ValueError(
+                "grads must be None or structured like params; got "
+                f"{jax.tree.structure(updates)} for params {jax.tree.structure(params)}"
+            )
         k = _leading_axis(batch, "batch")
         if k != inner_steps:
             raise ValueError(f"batch has {k} micro-batches, expected inner_steps={inner_steps}")
@@ -258,7 +305,16 @@ def _gn_family(
                 rule=rule,
                 block_labels=labels,
             )
-            step_updates, opt_state = tx.update(ev.grad, opt_state, theta, inner_step=step)
+            # An inner optimizer that estimates curvature (K-FAC) reads the micro-batch and θ_t,
+            # where the GN model's curvature lives; the others ignore both.
+            step_updates, opt_state = tx.update(
+                ev.grad,
+                opt_state,
+                theta,
+                inner_step=step,
+                batch=jax.tree.map(lambda x: x[None], micro_batch),
+                curvature_params=params,
+            )
             theta = optax.apply_updates(theta, step_updates)
             return (theta, opt_state, step + 1), (ev.value, ev.loss)
 
@@ -330,8 +386,8 @@ def gauss_newton(
         kept (True), or at θ_t with a fresh inner state (False).
 
     Returns:
-      A transform with ``update(grads, state, params, *, batch, ls_batch=None)``; ``grads`` is
-      ignored. Its state is a :class:`GaussNewtonState`.
+      A transform with ``update(grads, state, params, *, batch, ls_batch=None)``; ``grads`` (the
+      real gradient or ``None``) is not used. Its state is a :class:`GaussNewtonState`.
 
     Example:
       >>> apply_fn = lambda w, x: x @ w

@@ -1,8 +1,9 @@
 """Layerwise (block-diagonal) Gauss-Newton: each block of parameters solves its own GN model.
 
-The parameters are split into blocks b (by default one per top-level parameter group; for the
-gnbench transformer: the embedding, each transformer block with the final norm joining the last
-one, and the head: n_layers + 2 blocks).
+The parameters are split into blocks b (by default one per top-level parameter group, below
+linen's ``{"params": ...}``, on dicts and nnx ``State`` alike; for the gnbench transformer: the
+embedding, each transformer block with the final norm joining the last one, and the head:
+n_layers + 2 blocks; :func:`format_blocks` lists them).
 Block b linearizes the model in its own parameters only, all others frozen at θ_t (``J_b``), and
 minimizes its own model over the same K micro-batches with its own inner optimizer state:
 
@@ -32,29 +33,41 @@ Study with Full Gauss-Newton", arXiv 2510.09378 (ICLR 2026).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+import re
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import jax
+import jax.numpy as jnp  # noqa: F401  (the docstring examples)
 import optax
 
 from gnbench.optim.curvature import ApplyFn, LossFn, PyTree, gn_output_rule
 from gnbench.optim.gauss_newton import _gn_family
 from gnbench.optim.prox_linear import prox_linear_output_rule
+from gnbench.optim.routing import path_names, top_level_depth
 
 _RULES = {"gn": gn_output_rule, "prox_linear": prox_linear_output_rule}
 
 
-def transformer_blocks(params: Mapping[str, PyTree]) -> PyTree:
-    """Block label per leaf: one block per top-level entry, the final norm joining the last block.
+FINAL_NORMS = ("final_norm", "ln_f", "norm_f", "final_layer_norm", "final_layernorm")
+_NUMBERED_BLOCK = re.compile(r"(block|layer|layers|h)_(\d+)")
 
-    For the gnbench transformer (top-level keys ``embed``, ``block_0`` ... ``block_{n-1}``,
-    ``final_norm``, ``head``) this gives the paper's n_layers + 2 blocks: ``final_norm`` gets the
-    label ``block_{n-1}``. Any other top-level key (another model's layers) is its own block, so
-    the default also means "layerwise" for other Flax models.
+
+def transformer_blocks(params: PyTree) -> PyTree:
+    """Block label per leaf: one block per top-level entry, a final norm joining the last block.
+
+    The top level is :func:`gnbench.optim.routing.top_level_depth`'s: below linen's
+    ``{"params": ...}`` collection and below single-entry wrappers (an nnx model whose layers
+    sit in one ``nnx.List`` gives ``layers/0``, ``layers/1``, ...), never inside one layer. Works
+    on any pytree (dicts, linen variables, nnx ``State``: the labels have the structure of
+    ``params``). For the gnbench transformer (``embed``, ``block_0`` ... ``block_{n-1}``,
+    ``final_norm``, ``head``) this gives the paper's n_layers + 2 blocks: ``final_norm`` (or
+    ``ln_f``, ``norm_f``, ...) joins the highest-numbered ``block_<i>``/``layer(s)_<i>``/``h_<i>``
+    (case-insensitive). Any other top-level entry is its own block. See :func:`format_blocks`.
 
     Args:
-      params: a mapping of top-level parameter groups.
+      params: a parameter pytree.
 
     Returns:
       A pytree shaped like ``params`` with a string label at every leaf.
@@ -63,15 +76,61 @@ def transformer_blocks(params: Mapping[str, PyTree]) -> PyTree:
       >>> labels = transformer_blocks({"embed": 1, "block_0": {"w": 2}, "final_norm": 3, "head": 4})
       >>> labels["final_norm"], labels["block_0"]["w"]
       ('block_0', 'block_0')
+      >>> transformer_blocks({"params": {"Dense_0": {"kernel": 1}, "Dense_1": {"kernel": 2}}})
+      {'params': {'Dense_0': {'kernel': 'Dense_0'}, 'Dense_1': {'kernel': 'Dense_1'}}}
     """
-    n_layers = sum(1 for k in params if k.startswith("block_") and k[len("block_") :].isdigit())
+    names = [path_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    depth = top_level_depth(names)
+    entries = {n[depth] for n in names if len(n) > depth}
+    numbered = [
+        (int(m.group(2)), e) for e in entries if (m := _NUMBERED_BLOCK.fullmatch(e.lower()))
+    ]
+    last_block = max(numbered)[1] if numbered else None
 
-    def label(key: str) -> str:
-        if key == "final_norm" and n_layers > 0:
-            return f"block_{n_layers - 1}"
-        return key
+    def label(path, _):
+        n = path_names(path)
+        prefix = [k for i, k in enumerate(n[:depth]) if not (i == 0 and k == "params")]
+        entry = n[min(depth, len(n) - 1)]
+        if entry.lower() in FINAL_NORMS and last_block is not None:
+            entry = last_block
+        return "/".join([*prefix, entry])
 
-    return {k: jax.tree.map(lambda _, k=k: label(k), v) for k, v in params.items()}
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def block_table(
+    params: PyTree, blocks: Callable[[PyTree], PyTree] | None = None
+) -> list[tuple[str, list[str], int]]:
+    """Rows ``(block, leaf paths, parameter count)``, sorted by block (as layerwise GN's).
+
+    Args:
+      params: a parameter pytree (arrays or ``jax.ShapeDtypeStruct``).
+      blocks: the ``blocks`` given to :func:`layerwise_gauss_newton`; ``None`` means
+        :func:`transformer_blocks`.
+    """
+    labels = (blocks or transformer_blocks)(params)
+    rows: dict[str, tuple[list[str], int]] = {}
+    flat = jax.tree_util.tree_leaves_with_path(params)
+    for (path, x), lab in zip(flat, jax.tree.structure(params).flatten_up_to(labels), strict=True):
+        leaves, count = rows.get(lab, ([], 0))
+        rows[lab] = ([*leaves, "/".join(path_names(path))], count + math.prod(x.shape))
+    return [(lab, *rows[lab]) for lab in sorted(rows)]
+
+
+def format_blocks(params: PyTree, blocks: Callable[[PyTree], PyTree] | None = None) -> str:
+    """The blocks layerwise GN would use, one line each: name, parameter count, leaves.
+
+    Example:
+      >>> print(format_blocks({"params": {"a": {"kernel": jnp.zeros((2, 3))},
+      ...                                 "b": {"kernel": jnp.zeros(3)}}}))
+      2 blocks
+      a  6  params/a/kernel
+      b  3  params/b/kernel
+    """
+    rows = block_table(params, blocks)
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{lab:<{width}}  {count}  {', '.join(leaves)}" for lab, leaves, count in rows]
+    return "\n".join([f"{len(rows)} blocks", *lines])
 
 
 def layerwise_gauss_newton(

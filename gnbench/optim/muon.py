@@ -32,17 +32,26 @@ Decay: the reference's ``p.mul_(1 - lr*wd); p.add_(update, alpha=-lr)`` gives
 ``add_decayed_weights(wd)`` followed by ``scale_by_learning_rate(lr)`` (checked step for step
 against a NumPy port of the reference in ``tests/optim/test_muon.py``).
 
-Precision: the reference casts to bfloat16 for Newton-Schulz (it is stable there and fast on
-GPUs). We compute the momentum and Newton-Schulz in the parameters' dtype promoted to at least
-float32 (so float64 stays float64 in tests, and bfloat16 parameters still get a float32 EMA and
-orthogonalization), and return updates in the gradients' dtype: the benchmark compares
-optimizers, and a bfloat16 cast would add rounding noise that is not part of the algorithm.
+Precision (set in :mod:`gnbench.optim.precision`): Newton-Schulz runs in bfloat16, as the
+reference's ``zeropower_via_newtonschulz5`` does (``G.bfloat16()``), for float32 and bfloat16
+parameters alike, so no device default changes it; float64 stays float64 (the step-for-step tests
+against the NumPy port). The momentum is kept in the parameters' dtype promoted to at least
+float32, and updates come back in the gradients' dtype.
 
-Routing (:func:`default_labels`): orthogonalization only makes sense for matrices mapping hidden
-features to hidden features, so embeddings, the output head and every non-2-D leaf (norm scales)
-use AdamW with their own learning rate and weight decay, as the reference's
-``MuonWithAuxAdam`` example does. Its ``adam_update`` is bias-corrected Adam with ``eps`` outside
-the square root and the same decoupled decay, i.e. ``optax.adamw``.
+Routing (:mod:`gnbench.optim.routing`, :func:`default_labels`): orthogonalization only makes
+sense for matrices mapping hidden features to hidden features, so embeddings, positional tables,
+the output head and vectors (biases, norm scales) use AdamW with their own learning rate and
+weight decay, as the reference's ``MuonWithAuxAdam`` example does. Its ``adam_update`` is
+bias-corrected Adam with ``eps`` outside the square root and the same decoupled decay, i.e.
+``optax.adamw``. ``labels=`` or ``weight_dimension_numbers=`` override the default rule; print
+``gnbench.optim.routing.format_routing(params)`` to see it.
+
+Kernels of more than two axes (``nn.DenseGeneral``'s ``(d, heads, head_dim)``) are orthogonalized
+as the ``(fan_in, fan_out)`` matrix their ``MuonDimensionNumbers`` give (reduction axes, then
+output axes, flattened; further axes are batch axes, each slice its own matrix), with
+``d_out/d_in = fan_out/fan_in`` in the width factor; a 2-D kernel with the default axes
+``(0, 1)`` takes exactly the 2-D path above. (The reference flattens a 4-D torch conv weight
+``(out, in, h, w)`` to ``(out, in*h*w)`` the same way.)
 
 References:
   K. Jordan et al., "Muon: An optimizer for hidden layers in neural networks", 2024,
@@ -51,12 +60,16 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from optax.contrib import MuonDimensionNumbers
+
+from gnbench.optim import routing
+from gnbench.optim.precision import newton_schulz_dtype
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7  # The reference's ``X / (X.norm() + 1e-7)``.
@@ -90,7 +103,7 @@ def orthogonalize(g: jax.Array, ns_steps: int = 5, eps: float = NS_EPS) -> jax.A
         raise ValueError(f"orthogonalize needs a matrix, got shape {g.shape}")
     a, b, c = NS_COEFFS
     tall = g.shape[0] > g.shape[1]
-    x = g.astype(_compute_dtype(g.dtype))
+    x = g.astype(newton_schulz_dtype(g.dtype))
     x = x.T if tall else x
     x = x / (jnp.linalg.norm(x) + eps)
 
@@ -103,6 +116,52 @@ def orthogonalize(g: jax.Array, ns_steps: int = 5, eps: float = NS_EPS) -> jax.A
     return x.T if tall else x
 
 
+def _matrix_axes(shape, dims) -> tuple[tuple[int, ...], MuonDimensionNumbers]:
+    """``(batch axes, normalized dims)``; ``None`` means the 2-D default ``(0, 1)``."""
+    dims = MuonDimensionNumbers((0,), (1,)) if dims is None else dims
+    dims = routing.normalize_dims(dims, tuple(shape), "Muon dimension numbers")
+    used = set(dims.reduction_axis) | set(dims.output_axis)
+    return tuple(a for a in range(len(shape)) if a not in used), dims
+
+
+def orthogonalize_kernel(
+    g: jax.Array,
+    dims: MuonDimensionNumbers | None = None,
+    ns_steps: int = 5,
+    eps: float = NS_EPS,
+) -> jax.Array:
+    """:func:`orthogonalize` of ``g`` viewed as the matrix ``dims`` give, reshaped back.
+
+    The reduction axes are flattened into rows and the output axes into columns (in that
+    order); any other axes are batch axes and each slice is orthogonalized on its own. A 2-D
+    ``g`` with ``dims`` ``None`` or ``(0, 1)`` is exactly :func:`orthogonalize`.
+
+    Example:
+      >>> w = jnp.arange(24.0).reshape(4, 2, 3)           # DenseGeneral (d, heads, head_dim)
+      >>> x = orthogonalize_kernel(w, MuonDimensionNumbers((0,), (1, 2)))
+      >>> bool(jnp.allclose(x.reshape(4, 6), orthogonalize(w.reshape(4, 6))))
+      True
+    """
+    batch, dims = _matrix_axes(g.shape, dims)
+    if not batch and dims == ((0,), (1,)):
+        return orthogonalize(g, ns_steps, eps)
+    perm = batch + dims.reduction_axis + dims.output_axis
+    fan_in = math.prod(g.shape[a] for a in dims.reduction_axis)
+    fan_out = math.prod(g.shape[a] for a in dims.output_axis)
+    x = jnp.transpose(g, perm).reshape(-1, fan_in, fan_out)
+    x = jax.vmap(lambda m: orthogonalize(m, ns_steps, eps))(x)
+    x = x.reshape([g.shape[a] for a in perm])
+    return jnp.transpose(x, [perm.index(a) for a in range(g.ndim)])
+
+
+def _dims_tree(weight_dimension_numbers, updates):
+    if weight_dimension_numbers is None:
+        return jax.tree.map(lambda _: None, updates)
+    if callable(weight_dimension_numbers):
+        return weight_dimension_numbers(updates)
+    return weight_dimension_numbers
+
+
 class MuonReferenceState(NamedTuple):
     """State of :func:`scale_by_muon_reference`: the momentum buffer of each matrix."""
 
@@ -110,19 +169,26 @@ class MuonReferenceState(NamedTuple):
 
 
 def scale_by_muon_reference(
-    beta: float = 0.95, ns_steps: int = 5, nesterov: bool = True, eps: float = NS_EPS
+    beta: float = 0.95,
+    ns_steps: int = 5,
+    nesterov: bool = True,
+    eps: float = NS_EPS,
+    weight_dimension_numbers: Any = None,
 ) -> optax.GradientTransformation:
     """Momentum and Newton-Schulz of the reference ``muon_update`` (without the width factor).
 
     ``m <- beta*m + (1-beta)*g``; the direction is ``NS((1-beta)*g + beta*m)`` with Nesterov,
     else ``NS(m)``. No bias correction (unlike ``optax.contrib.scale_by_muon``). Every leaf must
-    be a matrix; chain :func:`scale_by_width` after it for the reference's full update.
+    be a matrix, or come with its ``MuonDimensionNumbers`` (:func:`orthogonalize_kernel`); chain
+    :func:`scale_by_width` after it for the reference's full update.
 
     Args:
       beta: momentum decay (the reference's ``momentum``).
       ns_steps: Newton-Schulz iterations.
       nesterov: Nesterov look-ahead.
       eps: added to the Frobenius norm before Newton-Schulz.
+      weight_dimension_numbers: ``None`` (every leaf a 2-D ``(in, out)`` matrix), or a pytree
+        of ``MuonDimensionNumbers`` shaped like the updates, or ``updates -> such a pytree``.
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`MuonReferenceState`.
@@ -152,15 +218,21 @@ def scale_by_muon_reference(
         else:
             directions = momentum
         out = jax.tree.map(
-            lambda g, d: orthogonalize(d, ns_steps, eps).astype(g.dtype), updates, directions
+            lambda g, d, dn: orthogonalize_kernel(d, dn, ns_steps, eps).astype(g.dtype),
+            updates,
+            directions,
+            _dims_tree(weight_dimension_numbers, updates),
         )
         return out, MuonReferenceState(momentum)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def scale_by_width() -> optax.GradientTransformation:
+def scale_by_width(weight_dimension_numbers: Any = None) -> optax.GradientTransformation:
     """Multiplies an ``(in, out)`` update by ``sqrt(max(1, out / in))`` (the reference's factor).
+
+    With ``weight_dimension_numbers`` (as :func:`scale_by_muon_reference` takes them) ``in`` and
+    ``out`` are the products of the reduction and output axes.
 
     Example:
       >>> u, _ = scale_by_width().update(jnp.ones((2, 8)), None)
@@ -168,19 +240,26 @@ def scale_by_width() -> optax.GradientTransformation:
       2.0
     """
 
+    def scale(u, dims):
+        _, dims = _matrix_axes(u.shape, dims)
+        fan_in = math.prod(u.shape[a] for a in dims.reduction_axis)
+        fan_out = math.prod(u.shape[a] for a in dims.output_axis)
+        return u * max(1.0, fan_out / fan_in) ** 0.5
+
     def update_fn(updates, state, params=None):
         del params
-        scale = lambda u: u * max(1.0, u.shape[1] / u.shape[0]) ** 0.5  # noqa: E731
-        return jax.tree.map(scale, updates), state
+        return jax.tree.map(scale, updates, _dims_tree(weight_dimension_numbers, updates)), state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 def default_labels(params: Any) -> Any:
-    """``"adam"`` for ``embed``, ``head`` and every non-2-D leaf; ``"muon"`` for other matrices.
+    """``"adam"`` for embeddings, positional tables, the head and vectors; ``"muon"`` for hidden
+    matrices and kernels (the rule of :mod:`gnbench.optim.routing`; on the gnbench transformer:
+    ``embed``, ``head`` and every 1-D leaf to adam, every other matrix to muon).
 
     Args:
-      params: a parameter pytree (e.g. the gnbench Transformer's).
+      params: a parameter pytree (e.g. the gnbench Transformer's, a linen or nnx model's).
 
     Returns:
       A pytree like ``params`` with ``"muon"`` or ``"adam"`` leaves.
@@ -190,14 +269,7 @@ def default_labels(params: Any) -> Any:
       ...                 "block_0": {"up": {"kernel": jnp.zeros((2, 3))}}})
       {'block_0': {'up': {'kernel': 'muon'}}, 'embed': {'embedding': 'adam'}}
     """
-
-    def label(path, x):
-        names = {getattr(k, "key", getattr(k, "name", None)) for k in path}
-        if x.ndim != 2 or names & set(ADAM_NAMES):
-            return "adam"
-        return "muon"
-
-    return jax.tree_util.tree_map_with_path(label, params)
+    return routing.muon_labels(params)
 
 
 def muon(
@@ -212,9 +284,10 @@ def muon(
     adam_b2: float = 0.95,
     adam_eps: float = 1e-8,
     adam_weight_decay: float = 0.0,
-    labels: Callable[[Any], Any] | None = None,
+    labels: Any = None,
+    weight_dimension_numbers: Any = None,
 ) -> optax.GradientTransformation:
-    """The reference Muon on parameters labelled ``"muon"``, AdamW on those labelled ``"adam"``.
+    """The reference Muon on parameters routed to ``"muon"``, AdamW on those routed to ``"adam"``.
 
     Args:
       learning_rate: Muon learning rate (float or schedule).
@@ -227,11 +300,17 @@ def muon(
       adam_b2: AdamW second-moment decay.
       adam_eps: AdamW epsilon (Newton-Schulz uses the reference's 1e-7).
       adam_weight_decay: AdamW decoupled weight decay.
-      labels: ``params -> pytree of "muon" | "adam"``; ``None`` means :func:`default_labels`.
-        Under ``optax.inject_hyperparams`` list it in ``static_args``.
+      labels: ``"muon"``/``"adam"`` per leaf: a pytree, or ``params -> pytree``; ``None`` means
+        the default rule (:func:`default_labels`). A >2-D leaf sent to muon is orthogonalized
+        as the matrix the default rule's axes give.
+      weight_dimension_numbers: instead of ``labels``, optax.contrib.muon's convention: a pytree
+        (or ``params -> pytree``) of ``MuonDimensionNumbers`` (muon, with those axes) or
+        ``None`` (adam). Under ``optax.inject_hyperparams`` list ``labels`` and
+        ``weight_dimension_numbers`` in ``static_args``.
 
     Returns:
-      An ``optax.GradientTransformation`` (``optax.partition`` of the two parts).
+      An ``optax.GradientTransformation`` (``optax.partition`` of the two parts, routed by
+      :func:`gnbench.optim.routing.routes` on the tree it is given).
 
     Example:
       >>> params = {"embed": {"embedding": jnp.ones((8, 4))},
@@ -243,18 +322,34 @@ def muon(
     """
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
-    labels = default_labels if labels is None else labels
-    muon_part = optax.chain(
-        scale_by_muon_reference(beta=momentum, ns_steps=ns_steps, nesterov=nesterov),
-        scale_by_width(),
-        # p - lr*(u + wd*p) == the reference's p*(1 - lr*wd) - lr*u.
-        optax.add_decayed_weights(weight_decay),
-        optax.scale_by_learning_rate(learning_rate),
-    )
     adam_part = optax.adamw(
         adam_learning_rate, b1=adam_b1, b2=adam_b2, eps=adam_eps, weight_decay=adam_weight_decay
     )
-    return optax.partition({"muon": muon_part, "adam": adam_part}, labels)
+
+    def build(tree):
+        """The partition for this tree's routing (decided on the tree, so on a masked subtree
+        inside layerwise GN too; see gnbench.optim.routing's limits)."""
+        table = routing.routes(tree, labels, weight_dimension_numbers)
+        dims = routing.dims_lookup(table)
+        muon_part = optax.chain(
+            scale_by_muon_reference(
+                beta=momentum, ns_steps=ns_steps, nesterov=nesterov, weight_dimension_numbers=dims
+            ),
+            scale_by_width(dims),
+            # p - lr*(u + wd*p) == the reference's p*(1 - lr*wd) - lr*u.
+            optax.add_decayed_weights(weight_decay),
+            optax.scale_by_learning_rate(learning_rate),
+        )
+        groups = routing.label_tree(tree, table, lambda r: r.group)
+        return optax.partition({"muon": muon_part, "adam": adam_part}, groups)
+
+    def init_fn(params):
+        return build(params).init(params)
+
+    def update_fn(updates, state, params=None):
+        return build(updates).update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 __all__ = [
@@ -262,6 +357,7 @@ __all__ = [
     "default_labels",
     "muon",
     "orthogonalize",
+    "orthogonalize_kernel",
     "scale_by_muon_reference",
     "scale_by_width",
 ]

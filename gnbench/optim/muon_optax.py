@@ -13,8 +13,15 @@ The paper's code (Abreu et al. 2025, https://github.com/natalieabreu/full-gauss-
   adam_b1=b1, adam_b2=b2[, beta=beta]))``; inside, ``optax.contrib.muon`` sends 2-D leaves to
   Muon and the rest to its own AdamW.
 
-:func:`muon_optax` builds the same thing on gnbench's names (``embed``, ``head``; see
-:func:`paper_labels`). It differs from the field's reference Muon (``muon``,
+:func:`muon_optax` builds the same thing, routed by :mod:`gnbench.optim.routing`: leaves whose
+role is embedding, positional table or output head go to the plain AdamW group (on the gnbench
+transformer: ``embed`` and ``head``, the paper's selector, :func:`paper_labels`); every other leaf
+goes to ``optax.contrib.muon``, with ``muon_weight_dimension_numbers`` from the same routing
+(``MuonDimensionNumbers`` for hidden matrices and >2-D kernels, ``None`` for vectors, which
+its own Adam takes, as the paper's 1-D leaves). ``labels=`` (``"muon"`` = orthogonalized) or
+``weight_dimension_numbers=`` override the routing as in ``muon``; an ``"adam"`` leaf goes to
+the AdamW group if its default role is one of those three, else to ``optax.contrib.muon``'s Adam.
+It differs from the field's reference Muon (``muon``,
 :mod:`gnbench.optim.muon`, https://github.com/KellerJordan/Muon) in:
 
 1. Bias-corrected momentum (optax 0.2.8 ``scale_by_muon``): with Nesterov the orthogonalized
@@ -46,13 +53,13 @@ installed optax (0.2.8), whose ``optax.contrib.muon`` is documented above.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from gnbench.optim import routing
 from gnbench.optim.muon import ADAM_NAMES, NS_COEFFS
 from gnbench.optim.registry import clip
 
@@ -91,7 +98,8 @@ def muon_optax(
     adam_weight_decay: float = 0.0,
     grad_clip: float | None = None,
     mu_dtype: str | None = "float32",
-    labels: Callable[[Any], Any] | None = None,
+    labels: Any = None,
+    weight_dimension_numbers: Any = None,
 ) -> optax.GradientTransformation:
     """``optax.contrib.muon`` for the ``"muon"`` group, AdamW for ``"adam"``, clipped per group.
 
@@ -113,8 +121,11 @@ def muon_optax(
       mu_dtype: momentum dtype of all parts, by name (the paper: float32); ``None`` means the
         parameters' dtype. A name, not ``jnp.float32``: ``optax.inject_hyperparams`` would take
         a dtype (a callable) for a schedule.
-      labels: ``params -> pytree of "muon" | "adam"`` for the outer split; ``None`` means
-        :func:`paper_labels`. Under ``optax.inject_hyperparams`` list it in ``static_args``.
+      labels: ``"muon"``/``"adam"`` per leaf (a pytree or ``params -> pytree``; ``"muon"`` =
+        orthogonalized); ``None`` means the default rule of :mod:`gnbench.optim.routing`.
+      weight_dimension_numbers: instead of ``labels``, a pytree (or ``params -> pytree``) of
+        ``MuonDimensionNumbers`` (muon) or ``None`` (adam), as ``optax.contrib.muon`` takes.
+        Under ``optax.inject_hyperparams`` list both in ``static_args``.
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -129,25 +140,7 @@ def muon_optax(
     """
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
-    labels = paper_labels if labels is None else labels
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
-    muon_group = optax.chain(
-        clip(grad_clip),
-        optax.contrib.muon(
-            learning_rate,
-            ns_coeffs=NS_COEFFS,
-            ns_steps=ns_steps,
-            beta=momentum,
-            eps=eps,
-            weight_decay=weight_decay,
-            mu_dtype=mu_dtype,
-            nesterov=nesterov,
-            adam_b1=adam_b1,
-            adam_b2=adam_b2,
-            adam_weight_decay=adam_weight_decay,
-            adam_learning_rate=adam_learning_rate,
-        ),
-    )
     adam_group = optax.chain(
         clip(grad_clip),
         optax.adamw(
@@ -159,7 +152,42 @@ def muon_optax(
             mu_dtype=mu_dtype,
         ),
     )
-    return optax.partition({"muon": muon_group, "adam": adam_group}, labels)
+
+    def outer_group(route: routing.Route) -> str:
+        plain_adamw = route.group == "adam" and route.role in routing.OUTER_ADAM_ROLES
+        return "adam" if plain_adamw else "muon"
+
+    def build(tree):
+        """The partition for this tree's routing (decided on the tree it is given)."""
+        table = routing.routes(tree, labels, weight_dimension_numbers)
+        muon_group = optax.chain(
+            clip(grad_clip),
+            optax.contrib.muon(
+                learning_rate,
+                ns_coeffs=NS_COEFFS,
+                ns_steps=ns_steps,
+                beta=momentum,
+                eps=eps,
+                weight_decay=weight_decay,
+                mu_dtype=mu_dtype,
+                nesterov=nesterov,
+                adam_b1=adam_b1,
+                adam_b2=adam_b2,
+                adam_weight_decay=adam_weight_decay,
+                adam_learning_rate=adam_learning_rate,
+                muon_weight_dimension_numbers=routing.dims_lookup(table),
+            ),
+        )
+        groups = routing.label_tree(tree, table, outer_group)
+        return optax.partition({"muon": muon_group, "adam": adam_group}, groups)
+
+    def init_fn(params):
+        return build(params).init(params)
+
+    def update_fn(updates, state, params=None):
+        return build(updates).update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 __all__ = ["muon_optax", "paper_labels"]

@@ -41,9 +41,12 @@ the previous basis tracks its eigenvectors at the cost of two matrix products an
 runs once, on the first call. ``normalize_grads`` divides :math:`N` by its root mean square,
 as the reference does.
 
-All state is arrays in pytrees parallel to the parameters (``m`` and ``v`` have the parameter's
-shape; each statistic and basis is a ``(d_i, d_i)`` matrix, or ``None`` for an axis that is not
-rotated, so checkpoints never hold empty arrays), and
+All state is arrays in pytrees parallel to the parameters: ``m`` and ``v`` have the parameter's
+shape; per parameter, ``stats`` and ``bases`` are dicts ``{"axis_i": (d_i, d_i) matrix}`` holding
+only the rotated axes (an axis that is not rotated has no entry, so checkpoints never hold empty
+arrays). The state is built only from arrays, NamedTuples and string-keyed dicts, never from bare
+tuples or int keys, so ``flax.nnx.Optimizer`` (which turns every container inside a parameter's
+slot into a string-keyed ``nnx.State``), orbax and ``jax.tree`` round trips keep it intact, and
 :func:`gnbench.model.sharding.state_shardings` shards it like the parameters. The basis refresh
 sits under ``lax.cond``: one compiled update serves every step.
 """
@@ -56,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-_HI = jax.lax.Precision.HIGHEST
+from gnbench.optim.precision import pinned
 
 
 class SoapState(NamedTuple):
@@ -66,9 +69,9 @@ class SoapState(NamedTuple):
       count: int32 scalar, calls of ``update`` so far (the first call only sets the bases).
       mu: first moment, in the rotated basis, shaped like the parameters.
       nu: second moment, in the rotated basis, shaped like the parameters.
-      stats: per parameter, a tuple with one ``(d_i, d_i)`` statistic per axis of the working
-        shape (``None`` when that axis is not rotated).
-      bases: per parameter, the matching tuple of orthogonal bases.
+      stats: per parameter, a dict ``{axis_key(i): (d_i, d_i) statistic}`` over the rotated axes
+        ``i`` of the working shape (empty when no axis is rotated).
+      bases: per parameter, the matching dict of orthogonal bases.
     """
 
     count: jax.Array
@@ -102,6 +105,29 @@ def merged_shape(shape: tuple[int, ...], max_precond_dim: int) -> tuple[int, ...
     return tuple(out)
 
 
+def axis_key(i: int) -> str:
+    """Key of axis ``i``'s statistic and basis in a parameter's entry of :class:`SoapState`.
+
+    Example:
+      >>> axis_key(1)
+      'axis_1'
+    """
+    return f"axis_{i}"
+
+
+def _unpack(factors: Any, rotated: tuple[bool, ...]) -> tuple[jax.Array | None, ...]:
+    """A parameter's ``{axis_key(i): matrix}`` entry as a tuple over axes (``None``: not rotated).
+
+    Reads by key, so a dict turned into another mapping (``nnx.State``) reads the same.
+    """
+    return tuple(factors[axis_key(i)] if r else None for i, r in enumerate(rotated))
+
+
+def _pack(factors: Any) -> dict[str, jax.Array]:
+    """Inverse of :func:`_unpack`: the per-axis tuple as a string-keyed dict of rotated axes."""
+    return {axis_key(i): f for i, f in enumerate(factors) if f is not None}
+
+
 def _layout(
     shape: tuple[int, ...], max_precond_dim: int, merge_dims: bool, precondition_1d: bool
 ) -> tuple[tuple[int, ...], tuple[bool, ...]]:
@@ -116,7 +142,7 @@ def _rotate(x: jax.Array, bases: tuple[jax.Array, ...], rotated: tuple[bool, ...
     """``x ×_i Q_i^T`` over rotated axes (``back``: ``x ×_i Q_i``)."""
     for i, (q, r) in enumerate(zip(bases, rotated, strict=True)):
         if r:
-            x = jnp.tensordot(x, q, axes=([i], [1 if back else 0]), precision=_HI)
+            x = jnp.tensordot(x, q, axes=([i], [1 if back else 0]))
             x = jnp.moveaxis(x, -1, i)
     return x
 
@@ -124,7 +150,7 @@ def _rotate(x: jax.Array, bases: tuple[jax.Array, ...], rotated: tuple[bool, ...
 def _contract(g: jax.Array, i: int) -> jax.Array:
     """``C_i(G)``: ``G`` contracted with itself over every axis but ``i``."""
     others = [j for j in range(g.ndim) if j != i]
-    return jnp.tensordot(g, g, axes=(others, others), precision=_HI)
+    return jnp.tensordot(g, g, axes=(others, others))
 
 
 def _descending_eigenvectors(s: jax.Array) -> jax.Array:
@@ -179,33 +205,39 @@ def scale_by_soap(
         return jnp.promote_types(x.dtype, jnp.float32)
 
     def init_fn(params):
-        def factors(p):
+        def factors(p, make):
             work, rotated = layout(p.shape)
             dt = state_dtype(p)
-            return tuple(
-                jnp.zeros((d, d), dt) if r else None for d, r in zip(work, rotated, strict=True)
-            )
+            return _pack([make(d, dt) if r else None for d, r in zip(work, rotated, strict=True)])
+
+        def zero_stats(p):
+            return factors(p, lambda d, dt: jnp.zeros((d, d), dt))
 
         def eyes(p):
-            return tuple(
-                jnp.eye(f.shape[0], dtype=f.dtype) if f is not None else None for f in factors(p)
-            )
+            return factors(p, lambda d, dt: jnp.eye(d, dtype=dt))
 
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, state_dtype(p)), params)
         return SoapState(
             count=jnp.zeros([], jnp.int32),
             mu=zeros,
             nu=zeros,
-            stats=jax.tree.map(factors, params),
+            stats=jax.tree.map(zero_stats, params),
             bases=jax.tree.map(eyes, params),
         )
 
+    @pinned("soap")
     def update_fn(updates, state, params=None):
         del params
         grads, treedef = jax.tree.flatten(updates)
-        stats = treedef.flatten_up_to(state.stats)
-        bases = treedef.flatten_up_to(state.bases)
         layouts = [layout(g.shape) for g in grads]
+        stats = [
+            _unpack(s, r)
+            for s, (_, r) in zip(treedef.flatten_up_to(state.stats), layouts, strict=True)
+        ]
+        bases = [
+            _unpack(q, r)
+            for q, (_, r) in zip(treedef.flatten_up_to(state.bases), layouts, strict=True)
+        ]
         shapes = [w for w, _ in layouts]
         mus = [m.reshape(w) for m, w in zip(treedef.flatten_up_to(state.mu), shapes, strict=True)]
         nus = [v.reshape(w) for v, w in zip(treedef.flatten_up_to(state.nu), shapes, strict=True)]
@@ -242,10 +274,10 @@ def scale_by_soap(
                     if not r:
                         new_q.append(qi)
                         continue
-                    estimate = jnp.sum(qi * jnp.matmul(li, qi, precision=_HI), axis=0)
+                    estimate = jnp.sum(qi * jnp.matmul(li, qi), axis=0)
                     order = jnp.argsort(-estimate)
                     v = jnp.take(v, order, axis=i)
-                    power = jnp.matmul(li, qi[:, order], precision=_HI)
+                    power = jnp.matmul(li, qi[:, order])
                     new_q.append(jnp.linalg.qr(power)[0])
                 new_q = tuple(new_q)
                 out_mu.append(_rotate(m, new_q, rotated, back=False))
@@ -285,8 +317,8 @@ def scale_by_soap(
             count=optax.safe_increment(count),
             mu=unflat(mu_w, grads),
             nu=unflat(nu_w, grads),
-            stats=jax.tree.unflatten(treedef, stats1),
-            bases=jax.tree.unflatten(treedef, bases1),
+            stats=jax.tree.unflatten(treedef, [_pack(s) for s in stats1]),
+            bases=jax.tree.unflatten(treedef, [_pack(q) for q in bases1]),
         )
         return jax.tree.unflatten(treedef, out), new_state
 
@@ -374,4 +406,4 @@ def soap(
     return optax.GradientTransformation(inner.init, update_fn)
 
 
-__all__ = ["SoapState", "merged_shape", "scale_by_soap", "soap"]
+__all__ = ["SoapState", "axis_key", "merged_shape", "scale_by_soap", "soap"]

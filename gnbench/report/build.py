@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gnbench.report import plots
+from gnbench.report.gap import gap_rows, gap_table, plot_gap
 from gnbench.report.headline import headline, variant_rows
 from gnbench.report.io import atomic_write_text, load_sweep
 from gnbench.report.profile import problem_costs, profile
@@ -161,6 +162,22 @@ def sweep_section(
             "compiled step, and the same in forward+backward passes over one micro-batch.",
             "",
         ]
+        gaps = gap_rows(heads, summaries, baseline)
+        if gaps:
+            lines += [
+                f"{h}## Gap closed: how far each method gets from {baseline} to full GN",
+                "",
+                gap_table(gaps),
+                "",
+                f"Gap closed = ({baseline}'s iterations (or FLOPs) to target − the method's) / "
+                f"({baseline}'s − gauss_newton's), each method at its own headline point, medians; "
+                "0 is the baseline, 1 is full GN; in brackets the same at the method's slowest and "
+                "fastest seed (−∞: a seed that never reached the target).",
+                "",
+            ]
+            figure = plot_gap(gaps, fig_dir / f"{prefix}gap_closed.png")
+            if figure is not None:
+                lines += [f"![gap closed against cost per iteration]({figure.name})", ""]
     if variants:
         lines += [
             f"{h}# Variants",

@@ -28,6 +28,7 @@ from pathlib import Path
 from gnbench.report.build import write_report
 from gnbench.sweep.executors import EXECUTORS, TRAINER_CMD, make_executor
 from gnbench.sweep.plan import Plan, make_plan, stage2_runs, with_stage2, write_plan
+from gnbench.sweep.reuse import reuse_finished_runs
 from gnbench.sweep.spec import SweepError, SweepSpec, load_sweep_file
 
 
@@ -104,6 +105,19 @@ def full_plan(spec: SweepSpec, stage1: Plan, sweep_dir: Path) -> tuple[Plan, lis
     return with_stage2(stage1, runs), notes
 
 
+def _reuse(spec: SweepSpec, plan: Plan, sweep_dir: Path) -> None:
+    """Copies in the finished runs of the sweeps ``spec.reuse`` names (same identity)."""
+    if spec.reuse:
+        sources = [sweep_dir.parent / name for name in spec.reuse]
+        reused = reuse_finished_runs(plan, sweep_dir, sources)
+        if reused:
+            names = ", ".join(spec.reuse)
+            print(
+                f"sweep {plan.name}: {len(reused)} finished runs reused from {names}",
+                file=sys.stderr,
+            )
+
+
 def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
     """Command-line entry of ``gnbench sweep``.
 
@@ -141,6 +155,7 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
         executor.execute(plan, sweep_dir)
         return 0
     write_plan(plan, sweep_dir)
+    _reuse(spec, plan, sweep_dir)
     states = executor.execute(plan, sweep_dir)
     if spec.two_stage:
         again, notes = full_plan(spec, stage1, sweep_dir)
@@ -153,6 +168,7 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
             held = frozenset(rid for rid, s in states.items() if s == "failed")
             plan = again
             write_plan(plan, sweep_dir)
+            _reuse(spec, plan, sweep_dir)
             states = executor.execute(dataclasses.replace(plan, hold=held), sweep_dir)
         for note in notes:
             print(f"sweep {plan.name}: {note}", file=sys.stderr)

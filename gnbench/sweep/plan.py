@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ PLUMBING_KEYS = (
     "train.init_from",
     "wandb.group",
     "wandb.name",
+    "wandb.grid_point",
     "train.progress",
 )
 
@@ -369,6 +371,22 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def grid_point(plan: Plan, run: Run) -> dict[str, Any]:
+    """The values the sweep chose for ``run``: its grid point and, with a scan, its scan value
+    (the seed is not a grid value; the wandb config holds it anyway).
+
+    Example:
+      >>> run = Run("adamw-0", "adamw", {}, {"optimizer.learning_rate": 0.01}, 0, scan_value=8)
+      >>> plan = Plan("s", "b.py", None, "adamw", "data.micro_batches", None, [run])
+      >>> grid_point(plan, run)
+      {'optimizer.learning_rate': 0.01, 'data.micro_batches': 8}
+    """
+    point = dict(run.setting)
+    if plan.scan_key is not None and run.scan_value is not None:
+        point[plan.scan_key] = run.scan_value
+    return point
+
+
 def run_args(plan: Plan, run: Run, sweep_dir: str | Path) -> list[str]:
     """The trainer arguments of ``run`` (everything after ``gnbench train``).
 
@@ -387,6 +405,7 @@ def run_args(plan: Plan, run: Run, sweep_dir: str | Path) -> list[str]:
         over["train.init_from"] = str(sweep_dir / "runs" / run.init_from)
     over["wandb.group"] = plan.name
     over["wandb.name"] = run.id
+    over["wandb.grid_point"] = json.dumps(grid_point(plan, run), sort_keys=True)
     over["train.progress"] = False  # The run's log is a file: no progress bar in it.
     return ["--config", plan.base] + [f"--config.{k}={format_value(v)}" for k, v in over.items()]
 

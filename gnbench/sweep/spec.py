@@ -19,7 +19,8 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
       "baseline": "adamw",                   # optional: the method speedups are measured against
       "headline_seeds": [1, 2],              # optional: extra seeds at each headline point
       "variants": {"muon_optax": {"of": "muon"}},   # optional: tuned at the reference's batch
-    }
+      "reuse": ["critical_batch_tiny"],      # optional: sweeps beside this one whose finished
+    }                                        # runs with the same identity are copied, not rerun
 
 Keys are dotted config paths (nested dicts are flattened, so a ConfigDict can spell them nested).
 A method without ``optimizer.name`` in its overrides runs the optimizer of the same name. Every
@@ -68,6 +69,7 @@ _TOP_KEYS = {
     "baseline",
     "headline_seeds",
     "variants",
+    "reuse",
 }
 
 
@@ -113,6 +115,7 @@ class SweepSpec:
     baseline: str = "adamw"
     headline_seeds: list[int] = dataclasses.field(default_factory=list)
     variants: dict[str, VariantSpec] = dataclasses.field(default_factory=dict)
+    reuse: list[str] = dataclasses.field(default_factory=list)
     # The base experiment's config as loaded (run ids hash it with each run's overrides).
     base_config: ml_collections.ConfigDict | None = dataclasses.field(
         default=None, compare=False, repr=False
@@ -344,6 +347,9 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
             overrides=m.overrides, grid=m.grid, grid_at=m.grid_at, of=of
         )
     warmup = raw.get("warmup")
+    reuse = raw.get("reuse") or []
+    if isinstance(reuse, str) or not all(isinstance(r, str) and r for r in reuse):
+        raise SweepError(f"reuse must be a list of sweep names, got {reuse!r}")
     spec = SweepSpec(
         name=str(raw["name"]),
         base=base,
@@ -356,6 +362,7 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         baseline=str(raw.get("baseline", "adamw")),
         headline_seeds=headline_seeds,
         variants=variants,
+        reuse=list(reuse),
         base_config=config,
     )
     if spec.target_loss is not None:

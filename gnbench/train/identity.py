@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ NON_RESULT_KEYS = (
     "wandb.project",
     "wandb.group",
     "wandb.name",
+    "wandb.grid_point",  # The swept values, already in the config as the keys they set.
 )
 INIT_FROM = "train.init_from"  # Hashed as the identity of the run it names (see module doc).
 VERSION_KEY = "gnbench version"  # How a version change is named among the differing keys.
@@ -195,14 +197,105 @@ def wandb_display_name(group: str, name: str, workdir: str | os.PathLike) -> str
     return f"{group}/{name}" if group else name
 
 
+GN_FAMILY = ("gauss_newton", "gn_prox_linear", "layerwise_gn", "layerwise_prox_linear")
+# The sub-sections of ``optimizer`` each method's builder reads (gnbench/optim/registry.py); the
+# GN family also reads ``muon`` when its inner optimizer is a Muon. A method not listed keeps
+# every section in its wandb config.
+SECTIONS_READ: dict[str, tuple[str, ...]] = {
+    "adamw": (),
+    "soap": ("soap",),
+    "muon": ("muon",),
+    "muon_optax": ("muon",),
+    **{name: ("gn",) for name in GN_FAMILY},
+    "diag_gn": ("diag_gn",),
+    "kfac": ("kfac",),
+}
+
+
+def sections_read(optimizer: Mapping[str, Any]) -> set[str]:
+    """The sub-sections of the ``optimizer`` config that its method reads.
+
+    Example:
+      >>> opt = {"name": "gauss_newton", "gn": {"inner": "muon"}, "muon": {}, "soap": {}}
+      >>> sorted(sections_read(opt)), sorted(sections_read({**opt, "name": "adamw"}))
+      (['gn', 'muon'], [])
+    """
+    sections = {k for k, v in optimizer.items() if isinstance(v, Mapping)}
+    name = optimizer.get("name")
+    if name not in SECTIONS_READ:
+        return sections
+    read = set(SECTIONS_READ[name])
+    inner = str(optimizer.get("gn", {}).get("inner", ""))
+    if name in GN_FAMILY and inner.startswith("muon"):
+        read.add("muon")
+    if name in GN_FAMILY and inner == "kfac":
+        read.add("kfac")
+    return read & sections
+
+
+def parse_grid_point(text: str) -> dict[str, Any]:
+    """``wandb.grid_point`` (JSON of ``{key: value}``, "" outside a sweep) -> the dict.
+
+    Example:
+      >>> parse_grid_point('{"optimizer.learning_rate": 0.003}')
+      {'optimizer.learning_rate': 0.003}
+    """
+    if not text:
+        return {}
+    try:
+        point = json.loads(text)
+    except ValueError:
+        point = None
+    if not isinstance(point, dict):
+        raise ValueError(
+            f"wandb.grid_point={text!r} is not a JSON object; give "
+            '\'{"optimizer.learning_rate": 0.003}\' or "" (gnbench sweep sets it)'
+        )
+    return point
+
+
+def wandb_config(cfg: Any) -> dict[str, Any]:
+    """The config a run logs to wandb: the resolved config with ``method`` (the optimizer's name)
+    and ``grid_point`` (the sweep's swept values for this run: ``{key: value}``, ``{}`` outside a
+    sweep) on top, and only the optimizer sections its method reads (:func:`sections_read`).
+
+    Example:
+      >>> from experiments.base import get_config
+      >>> c = wandb_config(get_config())
+      >>> c["method"], sorted(k for k, v in c["optimizer"].items() if isinstance(v, dict))
+      ('adamw', [])
+    """
+    config = cfg.to_dict() if hasattr(cfg, "to_dict") else json.loads(json.dumps(cfg))
+    optimizer = config["optimizer"]
+    read = sections_read(optimizer)
+    for key in [k for k, v in optimizer.items() if isinstance(v, Mapping) and k not in read]:
+        del optimizer[key]
+    grid_point = parse_grid_point(config.get("wandb", {}).pop("grid_point", ""))
+    return {"method": optimizer["name"], "grid_point": grid_point, **config}
+
+
+def wandb_tags(cfg: Any) -> list[str]:
+    """The run's wandb tags: its method, its sweep (the wandb group, when set) and its model; each
+    cut to wandb's 64 characters.
+
+    Example:
+      >>> from experiments.base import get_config
+      >>> wandb_tags(get_config())
+      ['adamw', 'tiny']
+    """
+    tags = [cfg.optimizer.name, cfg.wandb.group, cfg.model.name]
+    return [str(t)[:64] for t in dict.fromkeys(tags) if t]
+
+
 def wandb_init_args(
     cfg: ml_collections.ConfigDict, identity: dict[str, Any], workdir: str | os.PathLike
 ) -> dict[str, Any]:
-    """The wandb run's project, group, display name and id (no wandb call).
+    """The wandb run's project, group, display name, id, tags and config (no wandb call).
 
     The id is unique per resolved config, project, sweep (group), display name and workdir
     instance (:func:`gnbench.train.identity.wandb_run_id`); the name is readable:
     ``<sweep>/<method>-<hash>`` in a sweep, else ``wandb.name`` or the workdir's folder name.
+    Tags: :func:`wandb_tags`; config: :func:`wandb_config`.
     """
     name = wandb_display_name(cfg.wandb.group, cfg.wandb.name, workdir)
     return dict(
@@ -216,4 +309,6 @@ def wandb_init_args(
             name,
             str(identity.get("created", "")),
         ),
+        tags=wandb_tags(cfg),
+        config=wandb_config(cfg),
     )

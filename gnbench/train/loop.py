@@ -61,7 +61,6 @@ def _trackers(
         trackers.append(
             WandbTracker(
                 mode=cfg.wandb.mode,
-                config=cfg.to_dict(),
                 directory=workdir,
                 **wandb_init_args(cfg, identity, workdir),
             )
@@ -287,6 +286,16 @@ def _run(
             f"gnbench: {cfg.optimizer.name} on {cfg.model.name} ({setup.source}), "
             f"{mesh.size} device{'s' if mesh.size > 1 else ''}, outputs in {workdir}"
         )
+        from gnbench.optim.routing import startup_line
+
+        # Muon, or GN with a Muon inner: which parameters Muon orthogonalizes and which Adam gets.
+        if routing_line := startup_line(cfg.optimizer, state.params):
+            print(routing_line)
+        if cfg.optimizer.name == "kfac":  # Which parameters get Kronecker or diagonal blocks.
+            from gnbench.optim.kfac import layer_summary, layer_table
+
+            example = jax.ShapeDtypeStruct((cfg.data.micro_batch, cfg.data.seq_len + 1), np.int32)
+            print(layer_summary(layer_table(apply_fn, state.params, example)))
         print(
             f"gnbench: one iteration = {cost['step_flops']:.3g} FLOPs "
             f"({cost['step_flops'] / cost['fwd_bwd_flops']:.2f} forward+backward passes over a "
@@ -356,10 +365,11 @@ def _run(
         )
     ckpt.wait()
     ckpt.close()
-    tracker.close()
     summary = dict(status=status, steps=step)
     if main_process:
         summary = write_summary(summary_path, status, step, cfg.train.target_loss, progress)
+    tracker.close(summary)  # After summary.json: wandb's run summary gets the same fields.
+    if main_process:
         print(
             f"gnbench: {status} after {step} iterations; best val loss "
             f"{progress.best_val_loss}; summary in {summary_path}"

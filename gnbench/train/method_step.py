@@ -93,6 +93,9 @@ class MethodStep:
             micro_batches=k,
             apply_fn=self.apply_fn,
             loss_fn=self.loss_fn,
+            example_micro_batch=jax.ShapeDtypeStruct(
+                (self.micro_batch, self.seq_len + 1), np.int32
+            ),
         )
         built = optim.build(self.optimizer_cfg, ctx)
         if built.ls_micro_batches not in (0, k):

@@ -22,7 +22,8 @@ from gnbench.optim.soap import soap
 
 K = 2  # micro-batches per iteration
 D_IN, D_OUT, N = 16, 8, 32
-FIRST_ORDER_LR = {"adamw": 0.02, "muon": 0.02, "muon_optax": 0.02, "soap": 0.02}
+FIRST_ORDER_LR = {"adamw": 0.02, "muon": 0.02, "muon_optax": 0.02, "soap": 0.02, "diag_gn": 0.05}
+FIRST_ORDER_LR["kfac"] = 0.05  # a preconditioned (Newton-scale) step, with momentum 0.9
 GN_INNER_LR = 0.02
 
 
@@ -64,7 +65,7 @@ def rosenbrock_problem():
     return {"xy": jnp.array([-1.2, 1.0])}, mb, ls
 
 
-def make_optimizer(name, apply_fn, total_steps=100, **overrides):
+def make_optimizer(name, apply_fn, total_steps=100, example=None, **overrides):
     cfg = get_config().optimizer
     cfg.name = name
     cfg.schedule = "constant"
@@ -84,10 +85,20 @@ def make_optimizer(name, apply_fn, total_steps=100, **overrides):
         cfg.gn.inner_warmup_steps = 0
     for key, value in overrides.items():
         cfg[key] = value
+    if example is None:
+        example = jax.tree.map(lambda a: a[0], EXAMPLE_BATCHES[apply_fn])
     ctx = BuildContext(
-        total_steps=total_steps, micro_batches=K, apply_fn=apply_fn, loss_fn=half_mse
+        total_steps=total_steps,
+        micro_batches=K,
+        apply_fn=apply_fn,
+        loss_fn=half_mse,
+        example_micro_batch=example,
+        loss_kind="squared_error",
     )
     return build(cfg, ctx)
+
+
+EXAMPLE_BATCHES = {linear_apply: quadratic_problem()[1], rosenbrock_apply: rosenbrock_problem()[1]}
 
 
 def loss_of(apply_fn, params, batch):
@@ -171,7 +182,7 @@ def test_unknown_extra_kwargs_accepted(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_bfloat16_params_stay_bfloat16(name):
     params, batch, ls = quadratic_problem(jnp.bfloat16)
-    opt = make_optimizer(name, linear_apply)
+    opt = make_optimizer(name, linear_apply, example=jax.tree.map(lambda a: a[0], batch))
     ls = ls_slice(opt, ls)
     step = make_step(opt, linear_apply)
     state = opt.tx.init(params)

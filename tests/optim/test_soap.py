@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from gnbench.optim.soap import merged_shape, scale_by_soap, soap
+from gnbench.optim.soap import axis_key, merged_shape, scale_by_soap, soap
 from tests.optim.soap_numpy import NumpySoap, merge
 
 STEPS = 32
@@ -59,7 +59,7 @@ def test_matches_numpy_port(name):
             # the same one. Higher-rank shapes here have full-rank statistics from step 0.
             for k, s in shapes.items():
                 if len(s) == 1 and refs[k].rot[0]:
-                    refs[k].Q[0] = np.asarray(state.bases[k][0])
+                    refs[k].Q[0] = np.asarray(state.bases[k][axis_key(0)])
         for k in shapes:
             np.testing.assert_allclose(got[k], expected[k], rtol=0, atol=1e-10, err_msg=k)
     moved = max(np.abs(np.asarray(got[k]) - params[k]).max() for k in shapes)
@@ -80,9 +80,11 @@ def test_first_step_leaves_params_unchanged():
 def test_state_layout():
     params = {"a": jnp.zeros((6, 40)), "b": jnp.zeros((7,)), "c": jnp.zeros((2, 4, 8))}
     state = scale_by_soap(max_precond_dim=20, merge_dims=True).init(params)
-    assert [None if s is None else s.shape for s in state.stats["a"]] == [(6, 6), None]
-    assert state.stats["b"] == (None,)
-    assert [s.shape for s in state.bases["c"]] == [(8, 8), (8, 8)]
+    # Only rotated axes have an entry: "a"'s axis 1 (40 > 20) and the 1-D "b" have none.
+    assert {k: s.shape for k, s in state.stats["a"].items()} == {"axis_0": (6, 6)}
+    assert state.stats["b"] == {}
+    assert {k: q.shape for k, q in state.bases["c"].items()} == {"axis_0": (8, 8), "axis_1": (8, 8)}
+    np.testing.assert_array_equal(state.bases["c"]["axis_1"], np.eye(8))
     assert state.mu["c"].shape == (2, 4, 8)
 
 

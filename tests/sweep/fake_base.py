@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(
         dict(steps=10, eval_every=2, target_loss=2.5, workdir="runs/x", init_from="", progress=True)
     )
-    c.wandb = ml_collections.ConfigDict(dict(group="", name=""))
+    c.wandb = ml_collections.ConfigDict(dict(group="", name="", grid_point=""))
     # Fake-only knobs: crash (exit 3), diverge at an iteration, sleep per iteration, and how the
     # learning rate scales with data.micro_batches (lr * (micro_batches / 10) ** batch_power).
     c.fake = ml_collections.ConfigDict(dict(crash=False, diverge_at=0, sleep=0.0, batch_power=0.0))

@@ -66,12 +66,13 @@ def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
         assert first_eval["step"] == 0  # Fresh counters and optimizer, warmed-up parameters:
         assert first_eval["val_loss"] == pytest.approx(warm_final, abs=1e-5)
         for kind in ("train", "eval"):
-            logged = [r for r in rows if f"{kind}/tokens" in r]
+            logged = [r for r in rows if any(k.startswith(f"{kind}/") for k in r)]
             want = [m for m in metrics if m["kind"] == kind]
             assert len(logged) == len(want) > 0
             for unit in UNITS:
-                # The iteration is wandb's own step axis; the other units are logged series.
-                got = [r["_step" if unit == "step" else f"{kind}/{unit}"] for r in logged]
+                # The iteration is wandb's own step axis; the other units are logged series,
+                # unprefixed (train and eval rows share them).
+                got = [r["_step" if unit == "step" else unit] for r in logged]
                 assert got == pytest.approx([m[unit] for m in want]), (kind, unit)
     report = (out / "e2e" / "report.md").read_text()
     assert "| adamw | learning_rate=" in report

@@ -218,3 +218,38 @@ def test_grid_at_gives_a_method_its_own_grid_at_some_scan_values(tmp_path):
     with pytest.raises(SweepError, match="optimizer.learnig_rate"):
         bad = {"adamw": {"grid_at": {8: {"optimizer.learnig_rate": [1.0]}}}}
         load_sweep_file(write_sweep(tmp_path, scan=scan, methods=bad))
+
+
+def test_reuse_copies_finished_runs_of_the_same_identity_and_reruns_the_rest(tmp_path):
+    out = tmp_path / "out"
+    first = write_sweep(tmp_path, seeds=[0])
+    assert main([str(first), "--out", str(out)], trainer_cmd=FAKE) == 0
+    plan = make_plan(load_sweep_file(first))
+    for run in plan.runs:  # the real trainer writes identity.json; the fake one does not
+        (out / "fake" / run.workdir / "identity.json").write_text(
+            json.dumps({"hash": run.config_hash})
+        )
+    adamw = [r for r in plan.runs if r.method == "adamw"]
+    (out / "fake" / adamw[0].workdir / "identity.json").write_text(json.dumps({"hash": "other"}))
+    methods = {
+        "adamw": {"grid": {"optimizer.learning_rate": [0.1, 0.3]}},
+        "gn": {"overrides": {"optimizer.learning_rate": 0.5}},
+        "new": {"overrides": {"optimizer.learning_rate": 0.7}},
+    }
+    second = tmp_path / "second"
+    second.mkdir()
+    path = write_sweep(second, name="fake2", methods=methods, seeds=[0], reuse=["fake"])
+    assert main([str(path), "--out", str(out)], trainer_cmd=FAKE) == 0
+    calls = invocations(out / "fake2")
+    plan2 = make_plan(load_sweep_file(path))
+    by_method = {r.id: r.method for r in plan2.runs}
+    assert {r.id for r in plan.runs} < set(by_method)  # the same identity, the same ids
+    for rid, method in by_method.items():
+        copied = (out / "fake2" / "runs" / rid / "identity.json").exists()
+        # Reused: the shared runs whose identity matches; run anew: the new method and the
+        # adamw run whose identity.json says another config.
+        assert copied == (method != "new" and rid != adamw[0].id), rid
+        assert calls[rid] == ["start", "finish"]
+    assert (out / "fake" / "runs").exists()  # the source is left as it was
+    with pytest.raises(SweepError, match="reuse must be a list"):
+        load_sweep_file(write_sweep(second, reuse="fake"))

@@ -155,7 +155,7 @@ def test_wandb_offline_run_holds_config_group_and_metrics(make_config, tmp_path)
     train_rows = [r for r in rows if "train/loss" in r]
     metrics = read_metrics(tmp_path)
     np.testing.assert_allclose([r["train/loss"] for r in train_rows], losses(metrics), rtol=1e-6)
-    assert [r["train/tokens"] for r in train_rows] == [
+    assert [r["tokens"] for r in train_rows] == [  # Units are unprefixed: one x-axis for all.
         r["tokens"] for r in metrics if r["kind"] == "train"
     ]
     assert any("eval/val_loss" in r for r in rows)

@@ -1,0 +1,56 @@
+"""The approximation ladder (``make ladder``): how much of the AdamW-to-full-GN gap each structured
+approximation of the same Gauss-Newton matrix closes, each rung at its own critical batch.
+
+    gnbench sweep experiments/ladder_tiny.py --parallel 2           # make ladder
+    gnbench sweep experiments/ladder_tiny.py --quick --parallel 2   # make ladder-quick
+
+Rungs (docs/METHOD.md, "The approximation ladder"): AdamW (no curvature) → ``diag_gn`` (the
+diagonal of G = Jᵀ H_z J, sampled-label estimate) → ``kfac`` (Kronecker-factored G, kfac-jax) →
+``layerwise_gn`` (exact G per block) → ``gauss_newton`` (all of G); controls: SOAP (Kronecker
+structure of gradient statistics, not of G) and ``gn_kfac`` (full GN whose inner solver is
+K-FAC-preconditioned: how much of what remains is the inner solver rather than the curvature).
+
+The protocol is ``make bench``'s (experiments/critical_batch_tiny.py): the same scan of K, the
+same budgets, target and data, every rung tuned at every batch on a grid of three learning rates,
+seeds 1 and 2 at each rung's headline point. AdamW, SOAP, full GN and layerwise GN are the very
+runs of ``make bench`` (same identity), so with ``reuse`` they are copied from
+``runs/critical_batch_tiny`` when it holds them, not rerun.
+"""
+
+from experiments import critical_batch_tiny as bench
+
+INNER_LR, LR = bench.INNER_LR, bench.LR
+SHARED = ("adamw", "soap", "gauss_newton", "layerwise_gn")
+NEW_GRIDS = {
+    "diag_gn": {LR: [1e-3, 3e-3, 1e-2]},
+    "kfac": {LR: [3e-3, 1e-2, 3e-2]},
+    "gn_kfac": {INNER_LR: [3e-3, 1e-2, 3e-2]},
+}
+OVERRIDES = {"gn_kfac": {"optimizer.name": "gauss_newton", "optimizer.gn.inner": "kfac"}}
+
+
+def _methods(grids: dict) -> dict:
+    return {
+        m: {
+            "grid": g,
+            "grid_at": bench.GRID_AT.get(m, {}),
+            "overrides": OVERRIDES.get(m, {}),
+        }
+        for m, g in grids.items()
+    }
+
+
+def get_sweep(quick: bool = False) -> dict:
+    grids = {**{m: bench.GRIDS[m] for m in SHARED}, **NEW_GRIDS}
+    spec = bench.get_sweep(quick)
+    if quick:
+        methods = {
+            m: {"grid": {k: [v[1]] for k, v in g.items()}, "overrides": OVERRIDES.get(m, {})}
+            for m, g in grids.items()
+        }
+        name = "ladder_tiny_quick"
+    else:
+        methods = _methods(grids)
+        name = "ladder_tiny"
+    spec.update(name=name, methods=methods, variants={}, reuse=[bench.get_sweep(quick)["name"]])
+    return spec

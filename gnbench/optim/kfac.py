@@ -1,0 +1,381 @@
+"""K-FAC through kfac-jax: the Kronecker-factored rung of the approximation ladder.
+
+K-FAC approximates the same Gauss-Newton matrix ``G = Jᵀ H_z J`` that full GN solves with (for
+softmax cross-entropy the Fisher kfac-jax estimates equals G) by one block per layer, each a
+Kronecker product: for a dense layer ``y = x W + b`` the block is ``A ⊗ S`` with ``A = E[x̃ x̃ᵀ]``
+(inputs with a 1 appended for the bias) and ``S = E[s sᵀ]`` (output-space curvature pulled back
+to the layer's outputs). Norm scales and shifts get diagonal blocks; parameters the graph
+matcher does not recognize (e.g. an embedding table) get kfac-jax's generic diagonal block.
+
+The variant: **fixed learning rate and damping**, with heavy-ball momentum on the preconditioned
+gradient and decoupled weight decay (kfac-jax's adaptive ``kfac_jax.Optimizer``, whose learning
+rate, momentum and damping come from the quadratic model, runs outside ``jax.jit`` and does not
+fit the trainer's jitted step):
+
+    u = (A ⊗ S + λ I)⁻¹ g      (exact inverse of each damped block; ``exact_inverses=True``)
+    v ← μ v + u,    θ ← θ − lr · (v + wd · θ)
+
+With ``exact_inverses=False`` kfac-jax's factored (π-adjusted) damping is used instead:
+``((A + π√λ I) ⊗ (S + √λ/π I))⁻¹``, cheaper but not the damped block's inverse.
+
+The curvature factors are exponential moving averages (``curvature_ema``) over steps, estimated
+on the step's first micro-batch. kfac-jax does the curvature; this module only registers the
+loss, adapts its state to plain containers (a NamedTuple of arrays and a string-keyed dict, so
+nnx, orbax and ``jax.tree`` round trips keep it) and builds an Optax transform. It needs the
+optional extra ``pip install 'gnbench[ladder]'`` (kfac-jax); :mod:`gnbench.optim.kfac_compat`
+patches kfac-jax 0.0.8 for jax >= 0.9.2.
+
+Example:
+  >>> import jax, jax.numpy as jnp
+  >>> apply_fn = lambda p, x: x @ p["w"] + p["b"]           # logits (N, V)
+  >>> params = {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4)}
+  >>> x = jnp.ones((1, 5, 3))                              # K=1 micro-batch of 5 inputs
+  >>> tx = kfac(apply_fn, 0.1, example_micro_batch=x[0])
+  >>> state = tx.init(params)
+  >>> updates, state = tx.update(params, state, params, batch=x)
+  >>> jax.tree.map(jnp.shape, updates)
+  {'b': (4,), 'w': (3, 4)}
+
+Reference: Martens and Grosse, "Optimizing Neural Networks with Kronecker-factored Approximate
+Curvature", ICML 2015; kfac-jax (github.com/google-deepmind/kfac-jax).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
+
+PyTree = Any
+ESTIMATION_MODES = ("fisher_gradients", "ggn_curvature_prop", "ggn_exact", "fisher_exact")
+LOSS_KINDS = ("softmax_cross_entropy", "squared_error")
+
+
+def _import_kfac_jax():
+    try:
+        import kfac_jax
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the kfac optimizer needs kfac-jax: pip install 'gnbench[ladder]'") from e
+    from gnbench.optim import kfac_compat
+
+    kfac_compat.apply()
+    return kfac_jax
+
+
+def _leading_dim(micro_batch: PyTree) -> int:
+    """Examples in one micro-batch: its leading dimension (sequences, for a language model)."""
+    leaf = jax.tree.leaves(micro_batch)[0]
+    return leaf.shape[0] if leaf.ndim else 1
+
+
+def _upcast(tree: PyTree) -> PyTree:
+    """Low-precision floats (bfloat16, float16) as float32: kfac-jax's inverses need >= 32 bits."""
+
+    def up(x):
+        low = jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32
+        return x.astype(jnp.float32) if low else x
+
+    return jax.tree.map(up, tree)
+
+
+class KfacState(NamedTuple):
+    """Preconditioner step count, PRNG key and kfac-jax's estimator state as named leaves."""
+
+    count: jax.Array
+    key: jax.Array
+    estimator: dict[str, jax.Array]
+
+
+def _preconditioner(
+    apply_fn, positions, damping, curvature_ema, estimation_mode, exact_inverses, loss_kind
+):
+    kfac_jax = _import_kfac_jax()
+    if loss_kind not in LOSS_KINDS:
+        raise ValueError(f"unknown loss_kind {loss_kind!r}; valid: {', '.join(LOSS_KINDS)}")
+
+    def value_func(params, micro_batch):
+        outputs = apply_fn(params, micro_batch)
+        # kfac-jax's losses are weight * sum(per entry) / batch_size, batch_size = positions(mb);
+        # the weights make them gnbench's means over every position (e.g. a sequence's tokens).
+        b = positions(micro_batch)
+        if loss_kind == "softmax_cross_entropy":
+            weight = b * outputs.shape[-1] / outputs.size
+            kfac_jax.register_softmax_cross_entropy_loss(outputs, weight=weight)
+        else:
+            kfac_jax.register_squared_error_loss(outputs, weight=0.5 * b / outputs.size)
+        return jnp.zeros((), outputs.dtype)
+
+    return kfac_jax.OptaxPreconditioner(
+        value_func,
+        damping=damping,
+        estimation_mode=estimation_mode,
+        curvature_ema=curvature_ema,
+        inverse_update_period=1,
+        use_exact_inverses=exact_inverses,
+        batch_size_extractor=positions,
+        distributed_inverses=False,
+        distributed_precon_apply=False,
+    )
+
+
+def scale_by_kfac(
+    apply_fn: Callable[[PyTree, PyTree], jax.Array],
+    example_micro_batch: PyTree,
+    damping: float = 1e-3,
+    curvature_ema: float = 0.95,
+    estimation_mode: str = "fisher_gradients",
+    exact_inverses: bool = True,
+    positions: Callable[[PyTree], int] = _leading_dim,
+    seed: int = 0,
+    loss_kind: str = "softmax_cross_entropy",
+) -> optax.GradientTransformationExtraArgs:
+    """``u = F̃⁻¹ g``: gradients preconditioned by kfac-jax's damped block-diagonal K-FAC.
+
+    Args:
+      apply_fn: ``apply_fn(params, micro_batch) -> logits`` (last axis: classes).
+      example_micro_batch: one micro-batch (arrays or ``jax.ShapeDtypeStruct``) to trace the
+        model's layers at ``init``.
+      damping: λ > 0 added to each block.
+      curvature_ema: decay of the factor averages.
+      estimation_mode: kfac-jax's estimator, one of :data:`ESTIMATION_MODES`.
+      exact_inverses: invert each damped block exactly (eigendecompositions) rather than with
+        factored damping.
+      positions: ``micro_batch -> B``, the examples in one micro-batch (the logits' leading
+        dimension; kfac-jax averages its factors over them). Default: the leading dimension.
+        The loss is registered as the mean over every position of every example.
+      seed: seed of the sampled labels (``fisher_gradients``).
+      loss_kind: the loss the curvature is of, one of :data:`LOSS_KINDS` (the mean softmax
+        cross-entropy of ``apply_fn``'s logits, or ``0.5 * mean((z - y)**2)``).
+
+    Returns:
+      A transform whose ``update(grads, state, params, *, batch, curvature_params=None)`` reads
+      ``batch[0]`` and estimates the factors at ``curvature_params`` (default ``params``; GN's
+      inner loop passes θ_t, where its model's curvature lives).
+    """
+    if estimation_mode not in ESTIMATION_MODES:
+        raise ValueError(
+            f"unknown estimation_mode {estimation_mode!r}; valid: {', '.join(ESTIMATION_MODES)}"
+        )
+    if damping <= 0:
+        raise ValueError(f"damping must be > 0, got {damping}")
+    precond = _preconditioner(
+        apply_fn,
+        positions or _leading_dim,
+        damping,
+        curvature_ema,
+        estimation_mode,
+        exact_inverses,
+        loss_kind,
+    )
+
+    def example(params):
+        batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), example_micro_batch)
+        return (_upcast(params), _upcast(batch))
+
+    @functools.cache
+    def treedef():
+        shapes = jax.eval_shape(
+            lambda p: precond.init(example(p), jax.random.key(0)), _abstract_params[0]
+        )
+        return jax.tree.structure(shapes.estimator_state)
+
+    _abstract_params: list[Any] = []
+
+    def pack(estimator_state) -> dict[str, jax.Array]:
+        leaves = jax.tree.leaves(estimator_state)
+        return {f"{i:04d}": leaf for i, leaf in enumerate(leaves)}
+
+    def unpack(estimator: dict[str, jax.Array]):
+        return jax.tree.unflatten(treedef(), [estimator[k] for k in sorted(estimator)])
+
+    def init_fn(params):
+        if not _abstract_params:
+            _abstract_params.append(jax.eval_shape(lambda p: p, params))
+        state = precond.init(example(params), jax.random.key(seed))
+        return KfacState(
+            state.count, jax.random.key_data(jax.random.key(seed)), pack(state.estimator_state)
+        )
+
+    def update_fn(updates, state, params=None, *, batch=None, curvature_params=None, **extra):
+        del extra
+        if params is None or batch is None:
+            raise ValueError("kfac needs params and batch=: update(grads, state, params, batch=)")
+        # As GN's inner optimizer the curvature is the GN model's, at θ_t, not at the iterate.
+        params = params if curvature_params is None else curvature_params
+        if not _abstract_params:
+            _abstract_params.append(jax.eval_shape(lambda p: p, params))
+        kfac_jax = _import_kfac_jax()
+        key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
+        micro_batch = jax.tree.map(lambda x: x[0], batch)
+        want = jax.tree.map(lambda x: (x.shape, jnp.dtype(x.dtype)), example_micro_batch)
+        got = jax.tree.map(lambda x: (x.shape, jnp.dtype(x.dtype)), micro_batch)
+        if want != got:
+            raise ValueError(
+                f"kfac: micro-batch {got} differs from example_micro_batch {want}; K-FAC traces "
+                "its layers on the example, so give one of the same shapes and dtypes"
+            )
+        pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator))
+        pstate = precond.maybe_update(pstate, (_upcast(params), _upcast(micro_batch)), sub)
+        direction = precond.apply(_upcast(updates), pstate)
+        direction = jax.tree.map(lambda d, u: d.astype(u.dtype), direction, updates)
+        pstate = precond.increment_count(pstate)
+        return direction, KfacState(
+            pstate.count, jax.random.key_data(key), pack(pstate.estimator_state)
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def kfac(
+    apply_fn: Callable[[PyTree, PyTree], jax.Array],
+    learning_rate: optax.ScalarOrSchedule,
+    example_micro_batch: PyTree,
+    damping: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    curvature_ema: float = 0.95,
+    estimation_mode: str = "fisher_gradients",
+    exact_inverses: bool = True,
+    positions: Callable[[PyTree], int] = _leading_dim,
+    seed: int = 0,
+    loss_kind: str = "softmax_cross_entropy",
+) -> optax.GradientTransformationExtraArgs:
+    """K-FAC with fixed learning rate and damping: :func:`scale_by_kfac`, momentum, decay, lr.
+
+    Args: as :func:`scale_by_kfac`, plus ``learning_rate`` (number or schedule), ``momentum`` μ
+    (heavy ball on the preconditioned gradient; 0 = none) and ``weight_decay`` (decoupled).
+    """
+    return optax.chain(
+        scale_by_kfac(
+            apply_fn,
+            example_micro_batch,
+            damping,
+            curvature_ema,
+            estimation_mode,
+            exact_inverses,
+            positions,
+            seed,
+            loss_kind,
+        ),
+        optax.trace(momentum) if momentum else optax.identity(),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def layer_table(
+    apply_fn: Callable[[PyTree, PyTree], jax.Array], params: PyTree, example_micro_batch: PyTree
+) -> list[tuple[str, tuple[int, ...], str]]:
+    """Which parameters K-FAC gives Kronecker, diagonal or generic (diagonal fallback) blocks.
+
+    Returns:
+      Rows ``(path, shape, block)`` sorted by path; ``block`` is kfac-jax's block class name,
+      e.g. ``DenseTwoKroneckerFactored`` (Kronecker), ``ScaleAndShiftDiagonal``,
+      ``NaiveDiagonal`` (generic).
+    """
+    precond = _preconditioner(
+        apply_fn, _leading_dim, 1.0, 0.95, "fisher_gradients", False, "softmax_cross_entropy"
+    )
+    batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), example_micro_batch)
+    jax.eval_shape(lambda p: precond.init((p, batch), jax.random.key(0)), params)
+    estimator = precond.estimator
+    rows = []
+    for (path, leaf), block in zip(
+        jax.tree_util.tree_leaves_with_path(params),
+        jax.tree.leaves(estimator.params_block_index, is_leaf=lambda x: x is None),
+        strict=True,
+    ):
+        name = "none" if block is None else type(estimator.blocks[block]).__name__
+        rows.append((jax.tree_util.keystr(path), tuple(leaf.shape), name))
+    return sorted(rows)
+
+
+def format_layer_table(rows: list[tuple[str, tuple[int, ...], str]]) -> str:
+    """The table of :func:`layer_table` as aligned text, one parameter per line."""
+    width = max((len(p) for p, _, _ in rows), default=4)
+    return "\n".join(f"{p:<{width}}  {str(s):<16} {b}" for p, s, b in rows)
+
+
+def layer_summary(rows: list[tuple[str, tuple[int, ...], str]]) -> str:
+    """One line: leaves and parameters per block kind (Kronecker, diagonal, generic, none).
+
+    Example:
+      >>> layer_summary([("w", (3, 4), "DenseTwoKroneckerFactored"), ("s", (4,), "none")])
+      'kfac blocks: Kronecker 1 leaves (12 params); none 1 leaves (4 params)'
+    """
+    kinds: dict[str, list[int]] = {}
+    for _, shape, block in rows:
+        kind = (
+            "Kronecker"
+            if "Kronecker" in block
+            else "generic diagonal"
+            if block == "NaiveDiagonal"
+            else "diagonal"
+            if "Diagonal" in block
+            else block
+        )
+        count = kinds.setdefault(kind, [0, 0])
+        count[0] += 1
+        count[1] += int(np.prod(shape, dtype=np.int64))
+    parts = [f"{k} {n} leaves ({p:,} params)" for k, (n, p) in kinds.items()]
+    return "kfac blocks: " + "; ".join(parts)
+
+
+__all__ = [
+    "ESTIMATION_MODES",
+    "KfacState",
+    "LOSS_KINDS",
+    "format_layer_table",
+    "kfac",
+    "layer_summary",
+    "layer_table",
+    "scale_by_kfac",
+]
+
+
+@register("kfac")
+def _build(cfg: Any, ctx: BuildContext) -> Optimizer:
+    """Registry builder: ``optimizer.kfac`` plus the common lr, schedule, decay and clip."""
+    if ctx.apply_fn is None or ctx.example_micro_batch is None:
+        raise ValueError("optimizer 'kfac' needs BuildContext.apply_fn and example_micro_batch")
+    f = cfg.kfac
+
+    @optax.inject_hyperparams
+    def make(learning_rate):
+        return optax.chain(
+            clip(cfg.grad_clip),
+            kfac(
+                ctx.apply_fn,
+                learning_rate,
+                ctx.example_micro_batch,
+                damping=f.damping,
+                momentum=f.momentum,
+                weight_decay=cfg.weight_decay,
+                curvature_ema=f.curvature_ema,
+                estimation_mode=f.estimation_mode,
+                exact_inverses=f.exact_inverses,
+                loss_kind=ctx.loss_kind,
+            ),
+        )
+
+    return Optimizer(
+        tx=make(outer_schedule(cfg, cfg.learning_rate, ctx)),
+        hparams=dict(
+            name="kfac",
+            learning_rate=cfg.learning_rate,
+            damping=f.damping,
+            momentum=f.momentum,
+            curvature_ema=f.curvature_ema,
+            estimation_mode=f.estimation_mode,
+            exact_inverses=f.exact_inverses,
+            weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
+        ),
+    )

@@ -1,0 +1,128 @@
+"""The approximation ladder's measure: how much of the baseline-to-full-GN gap a method closes.
+
+For a method m at its own headline point (its best batch) and a unit u (iterations or FLOPs to
+target), with B the baseline's (AdamW's) headline median and G full GN's:
+
+    gap closed = (B − m) / (B − G)
+
+0 is the baseline, 1 is full GN, above 1 beats full GN, below 0 is worse than the baseline. The
+value uses m's median; its spread is the same ratio at m's fastest and slowest seed (B and G
+fixed at their medians). Undefined (—) when B or G never reached the target or B = G.
+
+Example:
+  >>> closed(30.0, baseline=60.0, full_gn=12.0)
+  0.625
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+from gnbench.report.headline import FULL_GN, HeadlineRow
+from gnbench.report.table import fmt
+
+UNITS = ("step", "flops")
+
+
+def closed(value: float, baseline: float, full_gn: float) -> float | None:
+    """``(baseline − value) / (baseline − full_gn)``, ``None`` when undefined."""
+    if not (math.isfinite(baseline) and math.isfinite(full_gn)) or baseline == full_gn:
+        return None
+    if math.isnan(value):
+        return None
+    return (baseline - value) / (baseline - full_gn)
+
+
+@dataclasses.dataclass(frozen=True)
+class GapRow:
+    """A method's gap closed per unit: ``unit -> (median, slowest seed, fastest seed)``."""
+
+    method: str
+    gap: dict[str, tuple[float | None, float | None, float | None]]
+    passes: float | None  # forward+backward passes per iteration (cost_per_iteration)
+
+
+def gap_rows(
+    heads: list[HeadlineRow], summaries: dict[str, dict[str, Any]], baseline: str = "adamw"
+) -> list[GapRow]:
+    """Every headline method's gap closed; empty without both the baseline and full GN."""
+    by_method = {h.method: h.row for h in heads}
+    if baseline not in by_method or FULL_GN not in by_method:
+        return []
+    rows = []
+    for h in heads:
+        gap = {}
+        for u in UNITS:
+            b, g = by_method[baseline].to_target[u][0], by_method[FULL_GN].to_target[u][0]
+            med, lo, hi = h.row.to_target[u]
+            # The slowest seed closes the least of the gap: (B - max) / (B - G).
+            gap[u] = (closed(med, b, g), closed(hi, b, g), closed(lo, b, g))
+        costs = [(summaries.get(r.id) or {}).get("cost_per_iteration") for r in h.row.runs]
+        cost = next((c for c in costs if c), None)
+        passes = cost["step_flops"] / cost["fwd_bwd_flops"] if cost else None
+        rows.append(GapRow(h.method, gap, passes))
+    return rows
+
+
+def _cell(value: tuple[float | None, float | None, float | None]) -> str:
+    med, lo, hi = value
+    if med is None:
+        return "—"
+    spread = ", ".join("-∞" if x is None or x == -math.inf else f"{x:.2f}" for x in (lo, hi))
+    return f"{med:.2f} [{spread}]"
+
+
+def gap_table(rows: list[GapRow]) -> str:
+    """The gap-closed table in Markdown."""
+    head = [
+        "method",
+        "forward+backward passes / iteration",
+        "gap closed, iterations [slowest, fastest seed]",
+        "gap closed, FLOPs [slowest, fastest seed]",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        passes = "—" if r.passes is None else fmt(r.passes)
+        lines.append(
+            f"| {r.method} | {passes} | {_cell(r.gap['step'])} | {_cell(r.gap['flops'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_gap(rows: list[GapRow], path: str | Path) -> Path | None:
+    """Gap closed (iterations) against forward+backward passes per iteration, one point per
+    method with its seed spread; ``None`` when no row has both."""
+    from matplotlib.figure import Figure
+
+    from gnbench.report.plots import _colors, _save
+
+    points = [r for r in rows if r.gap["step"][0] is not None and r.passes]
+    if not points:
+        return None
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
+    colors = _colors([r.method for r in rows])
+    for r in points:
+        med, lo, hi = r.gap["step"]
+        lo = med if lo is None or not math.isfinite(lo) else lo
+        hi = med if hi is None else hi
+        ax.errorbar(
+            r.passes, med, yerr=[[med - lo], [hi - med]], fmt="o", color=colors[r.method], capsize=3
+        )
+        ax.annotate(
+            r.method, (r.passes, med), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
+    ax.axhline(0, color="grey", lw=0.8, ls=":")
+    ax.axhline(1, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("cost per iteration (forward+backward passes over one micro-batch)")
+    ax.set_ylabel("gap closed in iterations (0: AdamW, 1: full GN)")
+    ax.set_title("The approximation ladder: gap closed against cost per iteration")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+__all__ = ["GapRow", "closed", "gap_rows", "gap_table", "plot_gap"]
