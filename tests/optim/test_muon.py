@@ -106,14 +106,17 @@ def test_muon_matches_numpy_reference_step_for_step(shape, nesterov):
 def test_decay_then_learning_rate_is_the_reference_step_order():
     """One step is the reference's ``p*(1 - lr*wd) - lr*u`` (momentum 0 makes ``u = NS(g)``);
     ours computes it as ``p - lr*(u + wd*p)``."""
-    p = {"w": jnp.asarray(np.random.default_rng(2).normal(size=(6, 6)), jnp.float32)}
-    g = {"w": jnp.asarray(np.random.default_rng(3).normal(size=(6, 6)), jnp.float32)}
-    lr, wd = 0.1, 0.3
-    tx = muon(lr, momentum=0.0, nesterov=False, weight_decay=wd, labels=lambda _: {"w": "muon"})
-    u, _ = tx.update(g, tx.init(p), p)
-    direction = np.asarray(orthogonalize(g["w"]))  # momentum 0: m = g
-    expected = np.asarray(p["w"]) * (1 - lr * wd) - lr * direction
-    np.testing.assert_allclose(np.asarray(optax.apply_updates(p, u)["w"]), expected, atol=1e-6)
+    with jax.enable_x64(True):  # exact Newton-Schulz (float32 runs it in bfloat16)
+        p = {"w": jnp.asarray(np.random.default_rng(2).normal(size=(6, 6)), jnp.float64)}
+        g = {"w": jnp.asarray(np.random.default_rng(3).normal(size=(6, 6)), jnp.float64)}
+        lr, wd = 0.1, 0.3
+        labels = lambda _: {"w": "muon"}  # noqa: E731
+        tx = muon(lr, momentum=0.0, nesterov=False, weight_decay=wd, labels=labels)
+        u, _ = tx.update(g, tx.init(p), p)
+        direction = np.asarray(orthogonalize(g["w"]))  # momentum 0: m = g
+        expected = np.asarray(p["w"]) * (1 - lr * wd) - lr * direction
+        got = np.asarray(optax.apply_updates(p, u)["w"])
+        np.testing.assert_allclose(got, expected, atol=1e-10)
 
 
 def paper_construction(lr, wd, b1, b2, beta, clip):
