@@ -1,5 +1,10 @@
 """Optax gradient transformations benchmarked by gnbench, and the registry that builds them.
 
+The methods, each with its registry builder beside it: ``soap``, ``muon``, ``muon_optax`` (first
+order); ``gauss_newton``, ``prox_linear``, ``layerwise`` (the GN family, built by
+``gn_builders``); ``diag_gn``, ``kfac`` (the approximation ladder's rungs between AdamW and
+layerwise GN). Shared parts: ``curvature`` (GN products), ``precision``, ``routing``, ``loops``.
+
 Example:
   >>> import optax
   >>> from gnbench import optim
@@ -7,6 +12,8 @@ Example:
   ...                         inner=optax.adam(1e-3), inner_steps=4)
 """
 
+# Importing a method's module registers its builder (gnbench/optim/registry.py).
+from gnbench.optim import diag_gn, gn_builders, kfac  # noqa: F401
 from gnbench.optim.curvature import gn_vector_product
 from gnbench.optim.gauss_newton import GaussNewtonState, gauss_newton, line_search_alphas
 from gnbench.optim.gn_wrappers import inject_gn_hyperparams, none_grads_as_zeros

@@ -70,6 +70,7 @@ from optax.contrib import MuonDimensionNumbers
 
 from gnbench.optim import routing
 from gnbench.optim.precision import newton_schulz_dtype
+from gnbench.optim.registry import clip, muon_family_builder, register
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7  # The reference's ``X / (X.norm() + 1e-7)``.
@@ -350,6 +351,30 @@ def muon(
         return build(updates).update(updates, state, params)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _reference_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTransformation:
+    """The field's reference Muon (:mod:`gnbench.optim.muon`) after one global-norm clip."""
+    m = cfg.muon
+    return optax.chain(
+        clip(cfg.grad_clip),
+        muon(
+            learning_rate,
+            adam_learning_rate=adam_learning_rate,
+            momentum=m.momentum,
+            nesterov=m.nesterov,
+            ns_steps=m.ns_steps,
+            weight_decay=cfg.weight_decay,
+            adam_b1=cfg.b1,
+            adam_b2=cfg.b2,
+            adam_eps=cfg.eps,
+            adam_weight_decay=m.adam_weight_decay,
+            labels=ctx.param_labels,
+        ),
+    )
+
+
+register("muon")(muon_family_builder("muon", _reference_muon))
 
 
 __all__ = [

@@ -61,7 +61,7 @@ import optax
 
 from gnbench.optim import routing
 from gnbench.optim.muon import ADAM_NAMES, NS_COEFFS
-from gnbench.optim.registry import clip
+from gnbench.optim.registry import clip, muon_family_builder, register
 
 
 def paper_labels(params: Any) -> Any:
@@ -188,6 +188,33 @@ def muon_optax(
         return build(updates).update(updates, state, params)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _optax_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTransformation:
+    """``optax.contrib.muon`` routed as the GN paper's code (:mod:`gnbench.optim.muon_optax`).
+
+    ``grad_clip`` clips each group (embed/head; the rest) by its own norm, as the paper's two
+    chains do. The paper's setting: ``weight_decay=0`` (Muon matrices undecayed),
+    ``muon.adam_weight_decay`` = its decay, ``muon.adam_learning_rate`` = ``learning_rate``.
+    """
+    m = cfg.muon
+    return muon_optax(
+        learning_rate,
+        adam_learning_rate=adam_learning_rate,
+        momentum=m.momentum,
+        nesterov=m.nesterov,
+        ns_steps=m.ns_steps,
+        weight_decay=cfg.weight_decay,
+        adam_b1=cfg.b1,
+        adam_b2=cfg.b2,
+        eps=cfg.eps,
+        adam_weight_decay=m.adam_weight_decay,
+        grad_clip=cfg.grad_clip,
+        labels=ctx.param_labels,
+    )
+
+
+register("muon_optax")(muon_family_builder("muon_optax", _optax_muon))
 
 
 __all__ = ["muon_optax", "paper_labels"]

@@ -60,6 +60,7 @@ import jax.numpy as jnp
 import optax
 
 from gnbench.optim.precision import pinned
+from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
 
 class SoapState(NamedTuple):
@@ -404,6 +405,51 @@ def soap(
         return jax.tree.map(step, directions, params), state
 
     return optax.GradientTransformation(inner.init, update_fn)
+
+
+@register("soap")
+def _soap(cfg: Any, ctx: BuildContext) -> Optimizer:
+    s = cfg.soap
+    lr = outer_schedule(cfg, cfg.learning_rate, ctx)
+    shampoo_beta = None if s.shampoo_beta < 0 else s.shampoo_beta
+
+    @optax.inject_hyperparams
+    def make(learning_rate):
+        return optax.chain(
+            clip(cfg.grad_clip),
+            soap(
+                learning_rate,
+                b1=cfg.b1,
+                b2=cfg.b2,
+                shampoo_beta=shampoo_beta,
+                eps=cfg.eps,
+                weight_decay=cfg.weight_decay,
+                precondition_frequency=s.precondition_frequency,
+                max_precond_dim=s.max_precond_dim,
+                merge_dims=s.merge_dims,
+                precondition_1d=s.precondition_1d,
+                normalize_grads=s.normalize_grads,
+                correct_bias=s.correct_bias,
+            ),
+        )
+
+    return Optimizer(
+        tx=optax.with_extra_args_support(make(lr)),
+        hparams=dict(
+            name="soap",
+            learning_rate=cfg.learning_rate,
+            b1=cfg.b1,
+            b2=cfg.b2,
+            shampoo_beta=cfg.b2 if shampoo_beta is None else shampoo_beta,
+            weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
+            precondition_frequency=s.precondition_frequency,
+            max_precond_dim=s.max_precond_dim,
+            merge_dims=s.merge_dims,
+            precondition_1d=s.precondition_1d,
+            normalize_grads=s.normalize_grads,
+        ),
+    )
 
 
 __all__ = ["SoapState", "axis_key", "merged_shape", "scale_by_soap", "soap"]

@@ -1,0 +1,277 @@
+"""Registry builders of the Gauss-Newton family (gauss_newton, gn_prox_linear, layerwise_gn,
+layerwise_prox_linear): the inner optimizer and its schedule from ``optimizer.gn``.
+
+The transforms live in gauss_newton.py, prox_linear.py and layerwise.py; this module turns a
+config into them (experiments/base.py documents every key, docs/paper_departures.md maps the
+paper's flags to them).
+
+Example:
+  >>> from experiments.base import get_config
+  >>> from gnbench.optim import BuildContext
+  >>> g = get_config().optimizer.gn
+  >>> float(_gn_inner_schedule(g, BuildContext(total_steps=10, micro_batches=4))(0))
+  0.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import optax
+
+from gnbench.optim.registry import (
+    BuildContext,
+    Builder,
+    Optimizer,
+    clip,
+    config_value,
+    register,
+    schedule,
+)
+
+# Inner schedules (docs/paper_departures.md maps them to the paper's --lr_sched values).
+GN_SCHEDULES = (
+    "global_cosine",
+    "cosine_with_global_schedule",
+    "constant_with_inner_cosine",
+    "constant",
+    "cosine_per_outer",
+)
+
+
+# The keys that make the paper's configuration (experiments/base.py documents each) and the
+# values that keep gnbench's earlier behaviour, for configs written without them.
+GN_DEFAULTS = dict(
+    inner_grad_clip=0.0,
+    schedule_end=0.1,
+    warmup_start=0.0,
+    outer_warmup_steps=0,
+    cycle_warmup_steps=0,
+    boundary_off_by_one=False,
+    restart_schedule=False,
+    schedule_outer_steps=0,
+)
+
+
+def _gn(g: Any, key: str) -> Any:
+    return config_value(g, key, GN_DEFAULTS[key])
+
+
+def _float(x):
+    """``x`` as the default float (float64 under ``jax_enable_x64``): schedules keep its dtype."""
+    import jax
+    import jax.numpy as jnp
+
+    return jnp.asarray(x, jax.dtypes.canonicalize_dtype(jnp.float64))
+
+
+def _per_outer_schedule(g, peak: float, t: int, k: int) -> Callable[[Any], Any]:
+    """The paper's ``cosine_with_global_schedule`` / ``constant_with_inner_cosine``: outer step
+    ``s`` runs a warm-up cosine over its K inner steps from the envelope's value ``p_s`` to the
+    end value; the envelope is a warm-up cosine (resp. a warm-up constant) over the T outer steps.
+    With ``boundary_off_by_one`` (``cosine_with_global_schedule`` only) outer step ``s`` gets
+    ``p_{s+1}`` and the last outer step runs at the end value, as the paper's boundaries do."""
+    import jax.numpy as jnp
+
+    start, end = _gn(g, "warmup_start"), peak * _gn(g, "schedule_end")
+    w_out, w_in = _gn(g, "outer_warmup_steps"), _gn(g, "cycle_warmup_steps")
+    cosine_envelope = g.inner_schedule == "cosine_with_global_schedule"
+    shifted = cosine_envelope and _gn(g, "boundary_off_by_one") and t >= 2
+    if not 0 <= w_in < k or (cosine_envelope and not 0 <= w_out < t):
+        raise ValueError(
+            f"gn.cycle_warmup_steps={w_in} must be in [0, K={k}) and gn.outer_warmup_steps="
+            f"{w_out} in [0, T={t}) for inner_schedule={g.inner_schedule!r}"
+        )
+    if cosine_envelope:
+        envelope = optax.warmup_cosine_decay_schedule(start * peak, peak, w_out, t, end)
+    else:
+        envelope = optax.linear_schedule(start * peak, peak, w_out) if w_out else lambda s: peak
+
+    def lr(step):
+        j = jnp.minimum(step // k, t - 2 if shifted else t - 1)
+        p = _float(envelope(_float(j + 1 if shifted else j)))
+        i = _float(step - j * k)
+        alpha = jnp.where(p == 0, 0.0, end / jnp.where(p == 0, 1.0, p))
+        c = jnp.clip(i - w_in, 0, k - w_in) / (k - w_in)
+        decayed = p * ((1 - alpha) * 0.5 * (1 + jnp.cos(jnp.pi * c)) + alpha)
+        if not w_in:
+            return decayed
+        return jnp.where(i < w_in, p * (start + (1 - start) * i / w_in), decayed)
+
+    return lr
+
+
+def _gn_inner_schedule(g: Any, ctx: BuildContext) -> optax.ScalarOrSchedule:
+    """Inner learning rate as a function of the global inner step (across outer steps).
+
+    T is ``gn.schedule_outer_steps`` (0: the run's outer steps). ``gn.restart_schedule`` indexes
+    the schedule by the inner step within the outer step instead (the paper's cold start).
+    """
+    import jax.numpy as jnp
+
+    k, peak, warmup = ctx.micro_batches, g.inner_learning_rate, g.inner_warmup_steps
+    t = _gn(g, "schedule_outer_steps") or ctx.total_steps
+    start, end = _gn(g, "warmup_start"), _gn(g, "schedule_end")
+    kind = g.inner_schedule
+    if kind == "constant":
+        return schedule(peak, t * k, warmup, "constant")
+    if kind == "global_cosine":
+        cosine = schedule(peak, t * k, warmup, "warmup_cosine", end=end, start=start)
+        sched = lambda step: cosine(_float(step))  # noqa: E731
+    elif kind == "cosine_per_outer":  # gnbench's own: global warm-up ramp x cosine per outer step
+        within = optax.cosine_decay_schedule(1.0, decay_steps=k, alpha=end)
+
+        def sched(step):
+            ramp = start + (1 - start) * jnp.minimum(1.0, step / warmup) if warmup > 0 else 1.0
+            return peak * ramp * within(step % k)
+
+    elif kind in GN_SCHEDULES:
+        sched = _per_outer_schedule(g, peak, t, k)
+    else:
+        raise ValueError(f"unknown inner_schedule {kind!r}; valid: {', '.join(GN_SCHEDULES)}")
+    if not _gn(g, "restart_schedule"):
+        return sched
+    return lambda step: sched(jnp.asarray(step) % k)
+
+
+def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
+    """The inner optimizer at unit learning rate, clipped, scaled by the inner schedule.
+
+    ``gn.inner_grad_clip`` clips the inner gradient before the optimizer (the paper's
+    ``--inner_clip_gradient``): by its global norm for ``adamw`` and ``muon``, per partition
+    (embed/head; the rest) for ``muon_optax`` as the paper's two chains do.
+    """
+    from gnbench.optim.gauss_newton import with_inner_schedule
+
+    g = cfg.gn
+    max_norm = _gn(g, "inner_grad_clip")
+    clipped = lambda tx: optax.chain(clip(max_norm), tx) if max_norm else tx  # noqa: E731
+    if g.inner == "adamw":
+        base = clipped(
+            optax.adamw(
+                1.0, b1=g.inner_b1, b2=g.inner_b2, eps=cfg.eps, weight_decay=g.inner_weight_decay
+            )
+        )
+    elif g.inner == "muon":  # The field's reference Muon (gnbench.optim.muon).
+        from gnbench.optim.muon import muon
+
+        base = clipped(
+            muon(
+                1.0,
+                adam_learning_rate=g.inner_adam_learning_rate / g.inner_learning_rate,
+                momentum=cfg.muon.momentum,
+                nesterov=cfg.muon.nesterov,
+                ns_steps=cfg.muon.ns_steps,
+                weight_decay=g.inner_weight_decay,
+                adam_b1=g.inner_b1,
+                adam_b2=g.inner_b2,
+                adam_eps=cfg.eps,
+                adam_weight_decay=g.inner_weight_decay,
+                labels=ctx.param_labels,
+            )
+        )
+    elif g.inner == "muon_optax":
+        # optax.contrib.muon as the paper's llama_train_gn.py build_optimizer(optimizer_type=
+        # 'muon') calls it: adam_weight_decay=wd, Muon matrices undecayed, each group clipped.
+        from gnbench.optim.muon_optax import muon_optax
+
+        base = muon_optax(
+            1.0,
+            adam_learning_rate=g.inner_adam_learning_rate / g.inner_learning_rate,
+            momentum=cfg.muon.momentum,
+            nesterov=cfg.muon.nesterov,
+            ns_steps=cfg.muon.ns_steps,
+            weight_decay=0.0,
+            adam_b1=g.inner_b1,
+            adam_b2=g.inner_b2,
+            eps=cfg.eps,
+            adam_weight_decay=g.inner_weight_decay,
+            grad_clip=max_norm or None,
+            labels=ctx.param_labels,
+        )
+    elif g.inner == "kfac":
+        # K-FAC-preconditioned inner solver (the ladder's control): factors of the GN model's
+        # curvature at θ_t, one micro-batch per inner step; optimizer.kfac's damping, momentum,
+        # EMA and estimator; the inner lr, schedule, clip and decay of optimizer.gn.
+        from gnbench.optim.kfac import kfac
+
+        if ctx.apply_fn is None or ctx.example_micro_batch is None:
+            raise ValueError("gn.inner='kfac' needs BuildContext.apply_fn and example_micro_batch")
+        f = cfg.kfac
+        base = clipped(
+            kfac(
+                ctx.apply_fn,
+                1.0,
+                ctx.example_micro_batch,
+                damping=f.damping,
+                momentum=f.momentum,
+                weight_decay=g.inner_weight_decay,
+                curvature_ema=f.curvature_ema,
+                estimation_mode=f.estimation_mode,
+                exact_inverses=f.exact_inverses,
+                loss_kind=ctx.loss_kind,
+            )
+        )
+    else:
+        raise ValueError(
+            f"unknown gn.inner {g.inner!r}; valid: 'adamw', 'muon', 'muon_optax', 'kfac'"
+        )
+    return with_inner_schedule(base, _gn_inner_schedule(g, ctx))
+
+
+def _gn_builder(name: str, method: str, objective: str) -> Builder:
+    def build_gn(cfg: Any, ctx: BuildContext) -> Optimizer:
+        from gnbench.optim.gauss_newton import gauss_newton, line_search_alphas
+        from gnbench.optim.layerwise import layerwise_gauss_newton
+        from gnbench.optim.prox_linear import gn_prox_linear
+
+        if ctx.apply_fn is None or ctx.loss_fn is None:
+            raise ValueError(f"optimizer {name!r} needs BuildContext.apply_fn and loss_fn")
+        g, k = cfg.gn, ctx.micro_batches
+        kwargs = dict(
+            inner=_gn_inner(cfg, ctx),
+            inner_steps=k,
+            damping=g.damping,
+            line_search=line_search_alphas(g.line_search),
+            warm_start=g.warm_start,
+        )
+        if method == "layerwise" and g.inner == "kfac":
+            raise ValueError(f"{name}: gn.inner='kfac' is for full GN (one curvature, all layers)")
+        if method == "layerwise":
+            tx = layerwise_gauss_newton(ctx.apply_fn, ctx.loss_fn, objective=objective, **kwargs)
+        elif objective == "prox_linear":
+            tx = gn_prox_linear(ctx.apply_fn, ctx.loss_fn, **kwargs)
+        else:
+            tx = gauss_newton(ctx.apply_fn, ctx.loss_fn, **kwargs)
+        if g.line_search_data not in ("fresh", "inner"):
+            raise ValueError(f"gn.line_search_data={g.line_search_data!r}; valid: 'fresh', 'inner'")
+        return Optimizer(
+            tx=tx,
+            hparams=dict(
+                name=name,
+                inner=g.inner,
+                inner_learning_rate=g.inner_learning_rate,
+                inner_schedule=g.inner_schedule,
+                inner_warmup_steps=g.inner_warmup_steps,
+                inner_b1=g.inner_b1,
+                inner_b2=g.inner_b2,
+                inner_steps=k,
+                damping=g.damping,
+                line_search=g.line_search,
+                warm_start=g.warm_start,
+                line_search_data=g.line_search_data,
+                **{key: _gn(g, key) for key in GN_DEFAULTS},
+            ),
+            ls_micro_batches=k if g.line_search else 0,
+            ls_reuses_batch=bool(g.line_search) and g.line_search_data == "inner",
+            reads_grads=False,
+        )
+
+    return build_gn
+
+
+register("gauss_newton")(_gn_builder("gauss_newton", "full", "gn"))
+register("gn_prox_linear")(_gn_builder("gn_prox_linear", "full", "prox_linear"))
+register("layerwise_gn")(_gn_builder("layerwise_gn", "layerwise", "gn"))
+register("layerwise_prox_linear")(_gn_builder("layerwise_prox_linear", "layerwise", "prox_linear"))
