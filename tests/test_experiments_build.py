@@ -93,3 +93,32 @@ def test_every_planned_sweep_run_builds(name, quick):
         params, new_params, _ = abstract_step(cfg)
         assert_same_shapes(params, new_params)
     assert {m for m, _, _ in built} == set(spec.methods)
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_ladder_reuses_the_bench_runs_it_shares_and_every_new_rung_builds(quick):
+    ladder = load_sweep_file(EXPERIMENTS / "ladder_tiny.py", quick=quick)
+    bench = load_sweep_file(EXPERIMENTS / "critical_batch_tiny.py", quick=quick)
+    assert ladder.reuse == [bench.name]
+    ladder_ids = {r.id: r.method for r in make_plan(ladder).runs}
+    bench_ids = {r.id for r in make_plan(bench).runs}
+    shared = {rid for rid, m in ladder_ids.items() if m in ("adamw", "soap", "gauss_newton")}
+    shared |= {rid for rid, m in ladder_ids.items() if m == "layerwise_gn"}
+    # The same identity: make bench's runs of these methods are the ladder's, run for run.
+    assert shared and shared <= bench_ids
+    new = {rid for rid in ladder_ids if rid not in shared}
+    assert new and not new & bench_ids  # the new rungs' runs are the ladder's own
+    assert {ladder_ids[rid] for rid in new} == {"diag_gn", "kfac", "gn_kfac"}
+    base = load_config_file(ladder.base)
+    built = set()
+    for run in make_plan(ladder).runs:
+        if run.method not in ("diag_gn", "kfac", "gn_kfac"):
+            continue
+        cfg = check_overrides(base, run.overrides, run.id)
+        key = (run.method, cfg.data.micro_batches)
+        if key in built:
+            continue
+        built.add(key)
+        params, new_params, _ = abstract_step(cfg)
+        assert_same_shapes(params, new_params)
+    assert {m for m, _ in built} == {"diag_gn", "kfac", "gn_kfac"}
