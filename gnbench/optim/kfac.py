@@ -42,7 +42,6 @@ Curvature", ICML 2015; kfac-jax (github.com/google-deepmind/kfac-jax).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -167,7 +166,7 @@ def scale_by_kfac(
         raise ValueError(f"damping must be > 0, got {damping}")
     precond = _preconditioner(
         apply_fn,
-        positions or _leading_dim,
+        positions,
         damping,
         curvature_ema,
         estimation_mode,
@@ -179,26 +178,28 @@ def scale_by_kfac(
         batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), example_micro_batch)
         return (_upcast(params), _upcast(batch))
 
-    @functools.cache
-    def treedef():
-        shapes = jax.eval_shape(
-            lambda p: precond.init(example(p), jax.random.key(0)), _abstract_params[0]
-        )
-        return jax.tree.structure(shapes.estimator_state)
+    # kfac-jax's estimator state is a tree of its own classes; the transform's state holds its
+    # leaves by index, and this structure (fixed by the params' shapes) rebuilds it. init records
+    # it; an update that runs first (a state restored in another process) traces init for it.
+    structure: list[Any] = []
 
-    _abstract_params: list[Any] = []
+    def treedef(params):
+        if not structure:
+            shapes = jax.eval_shape(lambda p: precond.init(example(p), jax.random.key(0)), params)
+            structure.append(jax.tree.structure(shapes.estimator_state))
+        return structure[0]
 
     def pack(estimator_state) -> dict[str, jax.Array]:
         leaves = jax.tree.leaves(estimator_state)
         return {f"{i:04d}": leaf for i, leaf in enumerate(leaves)}
 
-    def unpack(estimator: dict[str, jax.Array]):
-        return jax.tree.unflatten(treedef(), [estimator[k] for k in sorted(estimator)])
+    def unpack(estimator: dict[str, jax.Array], params):
+        return jax.tree.unflatten(treedef(params), [estimator[k] for k in sorted(estimator)])
 
     def init_fn(params):
-        if not _abstract_params:
-            _abstract_params.append(jax.eval_shape(lambda p: p, params))
         state = precond.init(example(params), jax.random.key(seed))
+        if not structure:
+            structure.append(jax.tree.structure(state.estimator_state))
         return KfacState(
             state.count, jax.random.key_data(jax.random.key(seed)), pack(state.estimator_state)
         )
@@ -209,8 +210,6 @@ def scale_by_kfac(
             raise ValueError("kfac needs params and batch=: update(grads, state, params, batch=)")
         # As GN's inner optimizer the curvature is the GN model's, at θ_t, not at the iterate.
         params = params if curvature_params is None else curvature_params
-        if not _abstract_params:
-            _abstract_params.append(jax.eval_shape(lambda p: p, params))
         kfac_jax = _import_kfac_jax()
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
         micro_batch = jax.tree.map(lambda x: x[0], batch)
@@ -221,7 +220,7 @@ def scale_by_kfac(
                 f"kfac: micro-batch {got} differs from example_micro_batch {want}; K-FAC traces "
                 "its layers on the example, so give one of the same shapes and dtypes"
             )
-        pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator))
+        pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator, params))
         pstate = precond.maybe_update(pstate, (_upcast(params), _upcast(micro_batch)), sub)
         direction = precond.apply(_upcast(updates), pstate)
         direction = jax.tree.map(lambda d, u: d.astype(u.dtype), direction, updates)

@@ -160,3 +160,18 @@ def test_gn_with_kfac_inner_estimates_curvature_at_theta_t(x64):
             np.testing.assert_allclose(
                 updates[name][leaf], -0.1 * expected[name][leaf], rtol=1e-8, atol=1e-12
             )
+
+
+def test_a_fresh_transform_updates_a_state_another_one_initialized(x64):
+    """A restored state (e.g. in a resumed process) meets a transform whose init never ran."""
+    apply_fn, params, x = _problem()
+    grads = jax.tree.map(lambda p: jnp.sin(3.0 * p) + 0.1, params)
+
+    def make():
+        return scale_by_kfac(apply_fn, x, damping=LAM, estimation_mode="ggn_exact")
+
+    first = make()
+    want, _ = first.update(grads, first.init(params), params, batch=x[None])
+    got, _ = make().update(grads, first.init(params), params, batch=x[None])
+    flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]  # noqa: E731
+    np.testing.assert_allclose(flat(got), flat(want), rtol=1e-12)
