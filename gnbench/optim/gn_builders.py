@@ -27,6 +27,7 @@ from gnbench.optim.registry import (
     clip,
     config_value,
     register,
+    routing_line,
     schedule,
 )
 
@@ -266,9 +267,23 @@ def _gn_builder(name: str, method: str, objective: str) -> Builder:
             ls_micro_batches=k if g.line_search else 0,
             ls_reuses_batch=bool(g.line_search) and g.line_search_data == "inner",
             reads_grads=False,
+            describe=_inner_description(name, g.inner, ctx),
         )
 
     return build_gn
+
+
+def _inner_description(name: str, inner: str, ctx: BuildContext) -> Callable[[Any], str] | None:
+    """The start-up line of a GN method whose inner optimizer routes or blocks parameters."""
+    if inner in ("muon", "muon_optax"):
+        return lambda params: routing_line(f"{name} inner {inner}", params)
+    if inner == "kfac":
+        from gnbench.optim.kfac import layer_summary, layer_table
+
+        return lambda params: layer_summary(
+            layer_table(ctx.apply_fn, params, ctx.example_micro_batch)
+        )
+    return None
 
 
 register("gauss_newton")(_gn_builder("gauss_newton", "full", "gn"))

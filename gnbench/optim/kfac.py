@@ -377,4 +377,7 @@ def _build(cfg: Any, ctx: BuildContext) -> Optimizer:
             weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip,
         ),
+        describe=lambda params: layer_summary(
+            layer_table(ctx.apply_fn, params, ctx.example_micro_batch)
+        ),
     )

@@ -69,6 +69,8 @@ class Optimizer:
         instead of ``ls_micro_batches`` fresh ones, so it reads no extra tokens.
       reads_grads: whether ``tx.update`` uses its gradient argument. If not (the GN family), the
         trainer passes ``None`` and logs the state's ``true_loss`` metric as the loss.
+      describe: ``params -> str``, the line the trainer prints at start-up about how the method
+        treats these parameters (Muon's routing, K-FAC's blocks), or ``None``.
 
     Compute is not declared here: the trainer measures the FLOPs of the compiled step
     (:mod:`gnbench.train.flops`).
@@ -79,6 +81,7 @@ class Optimizer:
     ls_micro_batches: int = 0
     ls_reuses_batch: bool = False
     reads_grads: bool = True
+    describe: Callable[[Any], str] | None = None
 
     @property
     def fresh_ls_micro_batches(self) -> int:
@@ -239,9 +242,18 @@ def muon_family_builder(name: str, make_tx: Callable[..., optax.GradientTransfor
                 b2=cfg.b2,
                 grad_clip=cfg.grad_clip,
             ),
+            describe=lambda params: routing_line(name, params),
         )
 
     return build_muon
+
+
+def routing_line(which: str, params: Any) -> str:
+    """The start-up line of a method that runs a Muon (``which``): how many parameters Muon
+    orthogonalizes and how many go to Adam (:mod:`gnbench.optim.routing`)."""
+    from gnbench.optim.routing import routing_summary
+
+    return f"gnbench: {which} routing (gnbench.optim.routing): {routing_summary(params)}"
 
 
 # Every other method's builder sits next to its transform and registers when its module is

@@ -383,19 +383,6 @@ def format_routing(params: Any, labels: Any = None, weight_dimension_numbers: An
     return "\n".join([*lines, routing_summary(params, labels, weight_dimension_numbers)])
 
 
-def startup_line(optimizer_cfg: Any, params: Any) -> str | None:
-    """The trainer's start-up log line for a Muon run or a GN run with a Muon inner, else None."""
-    name = optimizer_cfg.name
-    gn = "gauss_newton" in name or "prox_linear" in name or "gn" in name.split("_")
-    which = name if name in ("muon", "muon_optax") else None
-    if which is None and gn and getattr(optimizer_cfg, "gn", None) is not None:
-        inner = optimizer_cfg.gn.inner
-        which = f"{name} inner {inner}" if inner in ("muon", "muon_optax") else None
-    if which is None:
-        return None
-    return f"gnbench: {which} routing (gnbench.optim.routing): {routing_summary(params)}"
-
-
 __all__ = [
     "Route",
     "RoutingWarning",
@@ -409,6 +396,5 @@ __all__ = [
     "routes",
     "routing_summary",
     "routing_table",
-    "startup_line",
     "top_level_depth",
 ]

@@ -286,16 +286,8 @@ def _run(
             f"gnbench: {cfg.optimizer.name} on {cfg.model.name} ({setup.source}), "
             f"{mesh.size} device{'s' if mesh.size > 1 else ''}, outputs in {workdir}"
         )
-        from gnbench.optim.routing import startup_line
-
-        # Muon, or GN with a Muon inner: which parameters Muon orthogonalizes and which Adam gets.
-        if routing_line := startup_line(cfg.optimizer, state.params):
-            print(routing_line)
-        if cfg.optimizer.name == "kfac":  # Which parameters get Kronecker or diagonal blocks.
-            from gnbench.optim.kfac import layer_summary, layer_table
-
-            example = jax.ShapeDtypeStruct((cfg.data.micro_batch, cfg.data.seq_len + 1), np.int32)
-            print(layer_summary(layer_table(apply_fn, state.params, example)))
+        if opt.describe is not None:  # e.g. Muon's routing, K-FAC's blocks
+            print(opt.describe(state.params))
         print(
             f"gnbench: one iteration = {cost['step_flops']:.3g} FLOPs "
             f"({cost['step_flops'] / cost['fwd_bwd_flops']:.2f} forward+backward passes over a "

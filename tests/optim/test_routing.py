@@ -15,6 +15,7 @@ from optax.contrib import MuonDimensionNumbers as Dims
 
 from experiments.base import get_config
 from gnbench.model import get_model_config, init_params
+from gnbench.optim import BuildContext, build
 from gnbench.optim.layerwise import format_blocks, layerwise_gauss_newton, transformer_blocks
 from gnbench.optim.muon import default_labels, muon, orthogonalize
 from gnbench.optim.muon_optax import muon_optax, paper_labels
@@ -25,7 +26,6 @@ from gnbench.optim.routing import (
     routes,
     routing_summary,
     routing_table,
-    startup_line,
 )
 from tests.optim.muon_numpy import NumpyMuonWithAuxAdam
 
@@ -271,6 +271,7 @@ def test_gnbench_transformer_routing_unchanged_and_silent():
 
 
 def test_startup_line_summary_on_tiny_model():
+    """The trainer prints the registry-built optimizer's ``describe(params)``."""
     params = jax.eval_shape(lambda: init_params(get_model_config("tiny"), jax.random.key(0)))
     leaves = jax.tree_util.tree_leaves_with_path(params)
     hidden = [x.size for p, x in leaves if x.ndim == 2 and p[0].key not in ("embed", "head")]
@@ -290,7 +291,8 @@ def test_startup_line_summary_on_tiny_model():
         ("adamw", "muon", False),
     ]:
         cfg.name, cfg.gn.inner = name, inner
-        got = startup_line(cfg, params)
+        built = build(cfg, BuildContext(10, 2, apply_fn=lambda p, b: b, loss_fn=lambda z, b: z))
+        got = None if built.describe is None else built.describe(params)
         assert (got is not None) == shown, (name, inner)
         if shown:
             assert got.endswith(line) and name in got
