@@ -13,18 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 from gnbench.sweep.plan import Plan
-
-
-def _config_hash(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "identity.json").read_text()).get("hash")
-    except (OSError, ValueError):
-        return None
+from gnbench.train.identity import read_identity
 
 
 def reuse_finished_runs(plan: Plan, sweep_dir: Path, sources: list[Path]) -> list[str]:
@@ -42,7 +35,8 @@ def reuse_finished_runs(plan: Plan, sweep_dir: Path, sources: list[Path]) -> lis
             source = source_dir / run.workdir
             if not (source / "summary.json").exists():
                 continue
-            if _config_hash(source) != run.config_hash:
+            identity = read_identity(source)
+            if identity is None or identity["hash"] != run.config_hash:
                 continue
             if target.exists():  # a partial run of ours: keep it, resume it instead
                 break

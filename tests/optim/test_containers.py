@@ -19,6 +19,7 @@ from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 
 from gnbench.optim import known_optimizers
 from gnbench.optim.flax_train_state import apply_gradients
+from gnbench.train.identity import GN_FAMILY
 from tests.optim.test_registry_contract import K, ls_slice, make_optimizer
 
 NAMES = known_optimizers()
@@ -34,8 +35,7 @@ class Tiny(nnx.Module):
 
 
 # Methods whose update reads batch=: the GN family and the ladder rungs that sample curvature.
-READ_BATCH = {"gauss_newton", "gn_prox_linear", "layerwise_gn", "layerwise_prox_linear"}
-READ_BATCH |= {"diag_gn", "kfac"}
+READ_BATCH = {*GN_FAMILY, "diag_gn", "kfac"}
 
 
 def tiny_apply(params, mb):
