@@ -27,10 +27,10 @@ import numpy as np
 import optax
 
 from gnbench.optim import precision
-from gnbench.optim.curvature import gn_vector_product
-from gnbench.optim.gauss_newton import gauss_newton
-from gnbench.optim.muon import muon
-from gnbench.optim.soap import soap
+from gnbench.optim.first_order.muon import muon
+from gnbench.optim.first_order.soap import soap
+from gnbench.optim.gn.curvature import gn_vector_product
+from gnbench.optim.gn.gauss_newton import gauss_newton
 from tests.optim.muon_numpy import NumpyMuonWithAuxAdam
 from tests.optim.soap_numpy import NumpySoap
 

@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import optax
 
 from gnbench.model import apply, get_model_config, init_params
-from gnbench.optim.gauss_newton import gauss_newton
-from gnbench.optim.layerwise import layerwise_gauss_newton
-from gnbench.optim.prox_linear import gn_prox_linear
+from gnbench.optim.gn.gauss_newton import gauss_newton
+from gnbench.optim.gn.layerwise import layerwise_gauss_newton
+from gnbench.optim.gn.prox_linear import gn_prox_linear
 
 
 def cross_entropy(logits_BxLxV: jax.Array, seqs_BxT1: jax.Array) -> jax.Array:

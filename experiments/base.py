@@ -93,6 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
     # kfac-jax estimator: fisher_gradients (sampled labels) | ggn_curvature_prop | ggn_exact.
     c.optimizer.kfac.estimation_mode = "fisher_gradients"
     c.optimizer.kfac.exact_inverses = True  # Invert each damped block exactly (else factored).
+    # Recompute the blocks' inverses every this many preconditioner steps (counted in steps:
+    # scale it with the run's length; the factors still average every step).
+    c.optimizer.kfac.inverse_update_period = 1
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 40  # Outer iterations (the budget).

@@ -1,9 +1,15 @@
 """Optax gradient transformations benchmarked by gnbench, and the registry that builds them.
 
-The methods, each with its registry builder beside it: ``soap``, ``muon``, ``muon_optax`` (first
-order); ``gauss_newton``, ``prox_linear``, ``layerwise`` (the GN family, built by
-``gn_builders``); ``diag_gn``, ``kfac`` (the approximation ladder's rungs between AdamW and
-layerwise GN). Shared parts: ``curvature`` (GN products), ``precision``, ``routing``, ``loops``.
+The folders follow the approximation ladder, from no curvature to all of G = Jᵀ H_z J, each
+method's registry builder beside its transform:
+
+    first_order/   soap, muon, muon_optax            (AdamW is optax.adamw)
+    approx_gn/     diag_gn, kfac (+ kfac_compat)     structured approximations of G
+    gn/            gauss_newton, layerwise, prox_linear (+ curvature, loops, builders, wrappers)
+
+Shared by all: ``registry`` (the table the builders register in), ``routing`` (which leaves
+Muon orthogonalizes, layerwise GN's blocks), ``precision`` (matmul precision pins),
+``flax_train_state`` (``apply_gradients`` with ``batch=``; needs flax).
 
 Example:
   >>> import optax
@@ -13,17 +19,18 @@ Example:
 """
 
 # Importing a method's module registers its builder (gnbench/optim/registry.py).
-from gnbench.optim import diag_gn, gn_builders, kfac  # noqa: F401
-from gnbench.optim.curvature import gn_vector_product
-from gnbench.optim.gauss_newton import GaussNewtonState, gauss_newton, line_search_alphas
-from gnbench.optim.gn_wrappers import inject_gn_hyperparams, none_grads_as_zeros
-from gnbench.optim.layerwise import format_blocks, layerwise_gauss_newton, transformer_blocks
-from gnbench.optim.muon import muon, orthogonalize, scale_by_muon_reference
-from gnbench.optim.muon_optax import muon_optax
-from gnbench.optim.prox_linear import gn_prox_linear
+from gnbench.optim.approx_gn import diag_gn, kfac  # noqa: F401
+from gnbench.optim.first_order.muon import muon, orthogonalize, scale_by_muon_reference
+from gnbench.optim.first_order.muon_optax import muon_optax
+from gnbench.optim.first_order.soap import SoapState, scale_by_soap, soap
+from gnbench.optim.gn import builders  # noqa: F401
+from gnbench.optim.gn.curvature import gn_vector_product
+from gnbench.optim.gn.gauss_newton import GaussNewtonState, gauss_newton, line_search_alphas
+from gnbench.optim.gn.layerwise import format_blocks, layerwise_gauss_newton, transformer_blocks
+from gnbench.optim.gn.prox_linear import gn_prox_linear
+from gnbench.optim.gn.wrappers import inject_gn_hyperparams, none_grads_as_zeros
 from gnbench.optim.registry import BuildContext, Optimizer, build, known_optimizers
 from gnbench.optim.routing import format_routing, routing_summary, routing_table
-from gnbench.optim.soap import SoapState, scale_by_soap, soap
 
 __all__ = [
     "BuildContext",

@@ -10,7 +10,7 @@ them) it equals ``state.apply_gradients(grads=grads)``. Needs flax (the ``bench`
 Example:
   >>> import jax.numpy as jnp, optax
   >>> from flax.training import train_state
-  >>> from gnbench.optim.gauss_newton import gauss_newton
+  >>> from gnbench.optim.gn.gauss_newton import gauss_newton
   >>> tx = gauss_newton(lambda w, x: x @ w, lambda z, x: 0.5 * jnp.mean((z - 1.0) ** 2),
   ...                   inner=optax.sgd(1.0), inner_steps=2)
   >>> state = train_state.TrainState.create(apply_fn=None, params=jnp.zeros(2), tx=tx)

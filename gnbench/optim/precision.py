@@ -4,9 +4,9 @@ On NVIDIA GPUs XLA runs float32 matmuls in TF32 (10-bit mantissa) unless told ot
 TPUs in one bfloat16 pass. That is harmless for a model's forward pass but not for:
 
 - SOAP's eigenbases: the Kronecker statistics ``L_i``, their power-iteration/QR refresh and the
-  rotations into and out of the eigenbasis (:mod:`gnbench.optim.soap`);
+  rotations into and out of the eigenbasis (:mod:`gnbench.optim.first_order.soap`);
 - GN's curvature products: the linearization's JVP/VJP and the output-space products
-  ``J^T H_z J v`` (:mod:`gnbench.optim.curvature`), whose errors would bias the inner solve.
+  ``J^T H_z J v`` (:mod:`gnbench.optim.gn.curvature`), whose errors would bias the inner solve.
 
 Those parts run under :func:`pinned`, which traces them inside
 ``jax.default_matmul_precision(setting)``: every matmul traced there without an explicit

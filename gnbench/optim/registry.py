@@ -138,7 +138,7 @@ def schedule(
     ``warmup_constant``: the same warm-up, then ``peak`` (the paper's ``constant_with_warmup``).
     ``constant`` (and ``warmup_constant`` without warm-up) returns the number itself, not a
     function: under ``optax.inject_hyperparams`` (and
-    :func:`gnbench.optim.gauss_newton.with_inner_schedule`) a number lives in the optimizer
+    :func:`gnbench.optim.gn.gauss_newton.with_inner_schedule`) a number lives in the optimizer
     state, so runs that differ only in a constant learning rate compile to the same program and
     share the persistent compilation cache.
     """
@@ -257,5 +257,5 @@ def routing_line(which: str, params: Any) -> str:
 
 
 # Every other method's builder sits next to its transform and registers when its module is
-# imported, which gnbench/optim/__init__.py does: muon.py, muon_optax.py, soap.py, gn_builders.py
-# (the GN family), and the approximation ladder's diag_gn.py and kfac.py.
+# imported, which gnbench/optim/__init__.py does: first_order/ (muon, muon_optax, soap),
+# approx_gn/ (diag_gn, kfac) and gn/builders.py (the GN family).

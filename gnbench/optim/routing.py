@@ -5,7 +5,8 @@ embeddings, positional tables, the output head and vectors (biases, norm scales)
 :func:`routes` decides per leaf; ``labels=`` (``"muon"``/``"adam"`` per leaf, a pytree or a
 function of the params, prefixes allowed) or ``weight_dimension_numbers=`` (optax.contrib.muon's
 convention: ``MuonDimensionNumbers`` for a Muon leaf, ``None`` for an Adam leaf) override it,
-in :func:`gnbench.optim.muon.muon` and :func:`gnbench.optim.muon_optax.muon_optax` alike.
+in :func:`gnbench.optim.first_order.muon.muon` and
+:func:`gnbench.optim.first_order.muon_optax.muon_optax` alike.
 
 Default rule. Names are matched lower-cased; an nnx ``Variable``'s ``.value`` is not a name; the
 *top level* is the level below linen's ``"params"`` collection and below any single-entry wrapper

@@ -1,5 +1,5 @@
 """A plain NumPy float64 port of the reference Muon (https://github.com/KellerJordan/Muon,
-``muon.py``), to check :mod:`gnbench.optim.muon` against.
+``muon.py``), to check :mod:`gnbench.optim.first_order.muon` against.
 
 Ported line by line from the reference's ``zeropower_via_newtonschulz5``, ``muon_update``,
 ``adam_update`` and ``SingleDeviceMuonWithAuxAdam.step``, in the reference's PyTorch layout:

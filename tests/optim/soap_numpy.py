@@ -1,5 +1,5 @@
 """A plain NumPy float64 SOAP for one parameter, written from the algorithm (arXiv 2409.11321 and
-the authors' step order), to check :mod:`gnbench.optim.soap` against.
+the authors' step order), to check :mod:`gnbench.optim.first_order.soap` against.
 
 Deliberately different in form from the JAX code: each axis is handled by moving it to the
 front and flattening the rest into a matrix, so ``C_i(G) = M M^T`` and a rotation is ``Q^T M``.

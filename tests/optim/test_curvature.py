@@ -7,7 +7,7 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from gnbench.optim.curvature import gn_vector_product, linearized_model_eval, loss_hvp
+from gnbench.optim.gn.curvature import gn_vector_product, linearized_model_eval, loss_hvp
 
 
 @pytest.fixture(autouse=True)

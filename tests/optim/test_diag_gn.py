@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnbench.optim.diag_gn import diag_gn, diag_gn_estimate, softmax_cotangent
+from gnbench.optim.approx_gn.diag_gn import diag_gn, diag_gn_estimate, softmax_cotangent
 
 V, D, H, N = 5, 3, 4, 6  # vocabulary, input width, hidden width, positions
 

@@ -9,8 +9,8 @@ from jax.flatten_util import ravel_pytree
 
 from experiments.base import get_config
 from gnbench.optim import BuildContext, build
-from gnbench.optim.gauss_newton import gauss_newton, line_search_alphas, with_inner_schedule
-from gnbench.optim.gn_builders import _gn_inner_schedule
+from gnbench.optim.gn.builders import _gn_inner_schedule
+from gnbench.optim.gn.gauss_newton import gauss_newton, line_search_alphas, with_inner_schedule
 from tests.optim.test_curvature import cross_entropy, dense_terms, mlp_apply, setup
 
 METRICS = {"true_loss", "gn_model_before", "gn_model_after", "alpha", "ls_loss", "update_norm"}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gnbench.optim.kfac import format_layer_table, kfac, layer_table, scale_by_kfac
+from gnbench.optim.approx_gn.kfac import format_layer_table, kfac, layer_table, scale_by_kfac
 
 N, D, H, V = 7, 3, 4, 5
 LAM = 0.05
@@ -35,8 +35,13 @@ def _problem():
     return (lambda p, b: model.apply({"params": p}, b)), params, x
 
 
-def _dense_direction(apply_fn, params, x, grads):
-    """(A ⊗ S + λI)⁻¹ g per dense layer, A = mean x̃x̃ᵀ, S = mean J_yᵀ H_n J_y (NumPy)."""
+def _dense_direction(apply_fn, params, x, grads, factored=False):
+    """(A ⊗ S + λI)⁻¹ g per dense layer, A = mean x̃x̃ᵀ, S = mean J_yᵀ H_n J_y (NumPy).
+
+    ``factored``: Martens and Grosse's factored Tikhonov damping instead,
+    ((A + π√λ I) ⊗ (S + √λ/π I))⁻¹ g with π² = (tr A / dim A) / (tr S / dim S) (their eq. 11
+    with the trace norm), applied as Â⁻¹ G Ŝ⁻¹.
+    """
     w1, b1 = np.asarray(params["hidden"]["kernel"]), np.asarray(params["hidden"]["bias"])
     w2, b2 = np.asarray(params["out"]["kernel"]), np.asarray(params["out"]["bias"])
     xs = np.asarray(x)
@@ -59,8 +64,14 @@ def _dense_direction(apply_fn, params, x, grads):
         g = np.concatenate(
             [np.asarray(grads[name]["kernel"]), np.asarray(grads[name]["bias"])[None]], axis=0
         )
-        d = np.linalg.solve(np.kron(a, s) + LAM * np.eye(a.shape[0] * s.shape[0]), g.ravel())
-        d = d.reshape(g.shape)
+        if factored:
+            pi = np.sqrt((np.trace(a) / len(a)) / (np.trace(s) / len(s)))
+            a_hat = a + pi * np.sqrt(LAM) * np.eye(len(a))
+            s_hat = s + np.sqrt(LAM) / pi * np.eye(len(s))
+            d = np.linalg.solve(a_hat, g) @ np.linalg.inv(s_hat)
+        else:
+            d = np.linalg.solve(np.kron(a, s) + LAM * np.eye(a.shape[0] * s.shape[0]), g.ravel())
+            d = d.reshape(g.shape)
         out[name] = {"kernel": d[:-1], "bias": d[-1]}
     return out
 
@@ -78,6 +89,47 @@ def test_direction_equals_the_dense_damped_kronecker_solve(x64):
             np.testing.assert_allclose(direction[name][leaf], expected[name][leaf], rtol=1e-9)
     # Power of the check: the plain gradient and the undamped-free scaling differ from it.
     assert not np.allclose(grads["out"]["kernel"], expected["out"]["kernel"], rtol=1e-2)
+
+
+def test_factored_damping_equals_the_dense_pi_adjusted_solve(x64):
+    """exact_inverses=False (what the ladder runs) is classic K-FAC's factored damping, which
+    is not the damped block's inverse: the check tells the two apart."""
+    apply_fn, params, x = _problem()
+    tx = scale_by_kfac(apply_fn, x, damping=LAM, estimation_mode="ggn_exact", exact_inverses=False)
+    grads = jax.tree.map(lambda p: jnp.sin(3.0 * p) + 0.1, params)
+    direction, _ = jax.jit(lambda g, s, p: tx.update(g, s, p, batch=x[None]))(
+        grads, tx.init(params), params
+    )
+    expected = _dense_direction(apply_fn, params, x, grads, factored=True)
+    exact = _dense_direction(apply_fn, params, x, grads)
+    for name in ("hidden", "out"):
+        for leaf in ("kernel", "bias"):
+            np.testing.assert_allclose(direction[name][leaf], expected[name][leaf], rtol=1e-9)
+    assert not np.allclose(expected["out"]["kernel"], exact["out"]["kernel"], rtol=1e-2)
+
+
+def test_inverses_refresh_every_inverse_update_period_steps(x64):
+    """Between refreshes the last inverses are reused while the factors keep averaging: with
+    period 3, steps 1 and 2 precondition with step 0's inverses (the direction is linear in g),
+    step 3 with fresh ones."""
+    apply_fn, params, x = _problem()
+    grads = jax.tree.map(lambda p: jnp.sin(3.0 * p) + 0.1, params)
+    x2 = 1.7 * x[::-1]  # Other inputs: other factors from step 1 on.
+    tx = scale_by_kfac(
+        apply_fn, x, damping=LAM, estimation_mode="ggn_exact", inverse_update_period=3
+    )
+    step = jax.jit(lambda s, b: tx.update(grads, s, params, batch=b[None]))
+    d0, state = step(tx.init(params), x)
+    flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]  # noqa: E731
+    dirs = [d0]
+    for _ in range(3):
+        d, state = step(state, x2)
+        dirs.append(d)
+    np.testing.assert_allclose(flat(dirs[1]), flat(d0), rtol=1e-12)
+    np.testing.assert_allclose(flat(dirs[2]), flat(d0), rtol=1e-12)
+    assert not np.allclose(flat(dirs[3]), flat(d0), rtol=1e-3)
+    with pytest.raises(ValueError, match="inverse_update_period"):
+        scale_by_kfac(apply_fn, x, inverse_update_period=0)
 
 
 def test_sampled_fisher_averages_to_the_same_factors(x64):

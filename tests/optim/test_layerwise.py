@@ -8,9 +8,9 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from gnbench.model import apply, get_model_config, init_params
-from gnbench.optim.gauss_newton import gauss_newton, line_search_alphas
-from gnbench.optim.layerwise import layerwise_gauss_newton, transformer_blocks
-from gnbench.optim.prox_linear import gn_prox_linear
+from gnbench.optim.gn.gauss_newton import gauss_newton, line_search_alphas
+from gnbench.optim.gn.layerwise import layerwise_gauss_newton, transformer_blocks
+from gnbench.optim.gn.prox_linear import gn_prox_linear
 from tests.optim.test_curvature import cross_entropy, dense_terms, mlp_apply, setup
 from tests.optim.test_gauss_newton import repeat
 

@@ -12,9 +12,9 @@ import pytest
 from experiments.base import get_config
 from gnbench.model import get_model_config, init_params
 from gnbench.optim import BuildContext, build
-from gnbench.optim.gn_builders import _gn_inner
-from gnbench.optim.muon import default_labels, muon, orthogonalize
-from gnbench.optim.muon_optax import muon_optax, paper_labels
+from gnbench.optim.first_order.muon import default_labels, muon, orthogonalize
+from gnbench.optim.first_order.muon_optax import muon_optax, paper_labels
+from gnbench.optim.gn.builders import _gn_inner
 from tests.optim.muon_numpy import NumpyMuonWithAuxAdam
 
 SHAPES = [(16, 16), (8, 24), (24, 8)]  # Flax (in, out): square, wide, tall.

@@ -19,7 +19,7 @@ import pytest
 from experiments import paper_45m, paper_150m
 from experiments.base import get_config
 from gnbench.optim import BuildContext, build
-from gnbench.optim.gn_builders import _gn_inner_schedule
+from gnbench.optim.gn.builders import _gn_inner_schedule
 from tests.optim.paper_port import paper_gn, paper_schedule, paper_solver
 
 T, K = 4, 4  # outer steps, inner steps (= micro-batches) per outer step

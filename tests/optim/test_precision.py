@@ -18,9 +18,9 @@ import optax
 import pytest
 
 from gnbench.optim import precision
-from gnbench.optim.curvature import gn_vector_product, linearized_model_eval, loss_hvp
-from gnbench.optim.muon import orthogonalize, scale_by_muon_reference
-from gnbench.optim.soap import scale_by_soap
+from gnbench.optim.first_order.muon import orthogonalize, scale_by_muon_reference
+from gnbench.optim.first_order.soap import scale_by_soap
+from gnbench.optim.gn.curvature import gn_vector_product, linearized_model_eval, loss_hvp
 from tests.optim.muon_numpy import zeropower_via_newtonschulz5
 
 HIGHEST = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)

@@ -7,8 +7,8 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from gnbench.optim.curvature import linearized_model_eval
-from gnbench.optim.prox_linear import gn_prox_linear, prox_linear_output_rule
+from gnbench.optim.gn.curvature import linearized_model_eval
+from gnbench.optim.gn.prox_linear import gn_prox_linear, prox_linear_output_rule
 from tests.optim.test_curvature import cross_entropy, dense_terms, mlp_apply, setup
 from tests.optim.test_gauss_newton import repeat
 

@@ -16,9 +16,9 @@ from jax.sharding import NamedSharding
 from experiments.base import get_config
 from gnbench.model.sharding import make_mesh, state_shardings
 from gnbench.optim import BuildContext, build, known_optimizers
-from gnbench.optim.muon import muon
-from gnbench.optim.muon_optax import muon_optax
-from gnbench.optim.soap import soap
+from gnbench.optim.first_order.muon import muon
+from gnbench.optim.first_order.muon_optax import muon_optax
+from gnbench.optim.first_order.soap import soap
 
 K = 2  # micro-batches per iteration
 D_IN, D_OUT, N = 16, 8, 32

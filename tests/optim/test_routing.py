@@ -16,9 +16,9 @@ from optax.contrib import MuonDimensionNumbers as Dims
 from experiments.base import get_config
 from gnbench.model import get_model_config, init_params
 from gnbench.optim import BuildContext, build
-from gnbench.optim.layerwise import format_blocks, layerwise_gauss_newton, transformer_blocks
-from gnbench.optim.muon import default_labels, muon, orthogonalize
-from gnbench.optim.muon_optax import muon_optax, paper_labels
+from gnbench.optim.first_order.muon import default_labels, muon, orthogonalize
+from gnbench.optim.first_order.muon_optax import muon_optax, paper_labels
+from gnbench.optim.gn.layerwise import format_blocks, layerwise_gauss_newton, transformer_blocks
 from gnbench.optim.routing import (
     RoutingWarning,
     format_routing,

@@ -1,4 +1,4 @@
-"""gnbench.optim.soap against an independent NumPy float64 port (tests/optim/soap_numpy.py)."""
+"""gnbench.optim.first_order.soap against an independent float64 NumPy port (soap_numpy.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from gnbench.optim.soap import axis_key, merged_shape, scale_by_soap, soap
+from gnbench.optim.first_order.soap import axis_key, merged_shape, scale_by_soap, soap
 from tests.optim.soap_numpy import NumpySoap, merge
 
 STEPS = 32

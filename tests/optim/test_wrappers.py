@@ -12,10 +12,10 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from gnbench.optim.gauss_newton import gauss_newton
-from gnbench.optim.gn_wrappers import inject_gn_hyperparams, none_grads_as_zeros
-from gnbench.optim.layerwise import layerwise_gauss_newton
-from gnbench.optim.prox_linear import gn_prox_linear
+from gnbench.optim.gn.gauss_newton import gauss_newton
+from gnbench.optim.gn.layerwise import layerwise_gauss_newton
+from gnbench.optim.gn.prox_linear import gn_prox_linear
+from gnbench.optim.gn.wrappers import inject_gn_hyperparams, none_grads_as_zeros
 from tests.optim.test_curvature import cross_entropy, mlp_apply, setup
 from tests.optim.test_gauss_newton import damped_gn_step, repeat
 

@@ -22,8 +22,8 @@ The curvature factors are exponential moving averages (``curvature_ema``) over s
 on the step's first micro-batch. kfac-jax does the curvature; this module only registers the
 loss, adapts its state to plain containers (a NamedTuple of arrays and a string-keyed dict, so
 nnx, orbax and ``jax.tree`` round trips keep it) and builds an Optax transform. It needs the
-optional extra ``pip install 'gnbench[ladder]'`` (kfac-jax); :mod:`gnbench.optim.kfac_compat`
-patches kfac-jax 0.0.8 for jax >= 0.9.2.
+optional extra ``pip install 'gnbench[ladder]'`` (kfac-jax);
+:mod:`gnbench.optim.approx_gn.kfac_compat` patches kfac-jax 0.0.8 for jax >= 0.9.2.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -62,7 +62,7 @@ def _import_kfac_jax():
         import kfac_jax
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("the kfac optimizer needs kfac-jax: pip install 'gnbench[ladder]'") from e
-    from gnbench.optim import kfac_compat
+    from gnbench.optim.approx_gn import kfac_compat
 
     kfac_compat.apply()
     return kfac_jax
@@ -93,7 +93,14 @@ class KfacState(NamedTuple):
 
 
 def _preconditioner(
-    apply_fn, positions, damping, curvature_ema, estimation_mode, exact_inverses, loss_kind
+    apply_fn,
+    positions,
+    damping,
+    curvature_ema,
+    estimation_mode,
+    exact_inverses,
+    loss_kind,
+    inverse_update_period=1,
 ):
     kfac_jax = _import_kfac_jax()
     if loss_kind not in LOSS_KINDS:
@@ -116,7 +123,7 @@ def _preconditioner(
         damping=damping,
         estimation_mode=estimation_mode,
         curvature_ema=curvature_ema,
-        inverse_update_period=1,
+        inverse_update_period=inverse_update_period,
         use_exact_inverses=exact_inverses,
         batch_size_extractor=positions,
         distributed_inverses=False,
@@ -134,6 +141,7 @@ def scale_by_kfac(
     positions: Callable[[PyTree], int] = _leading_dim,
     seed: int = 0,
     loss_kind: str = "softmax_cross_entropy",
+    inverse_update_period: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
     """``u = F̃⁻¹ g``: gradients preconditioned by kfac-jax's damped block-diagonal K-FAC.
 
@@ -152,6 +160,9 @@ def scale_by_kfac(
       seed: seed of the sampled labels (``fisher_gradients``).
       loss_kind: the loss the curvature is of, one of :data:`LOSS_KINDS` (the mean softmax
         cross-entropy of ``apply_fn``'s logits, or ``0.5 * mean((z - y)**2)``).
+      inverse_update_period: recompute the damped blocks' inverses (eigendecompositions) every
+        this many steps; in between the last ones are reused while the factors keep averaging
+        every step. A setting counted in steps: scale it with the run's length.
 
     Returns:
       A transform whose ``update(grads, state, params, *, batch, curvature_params=None)`` reads
@@ -164,6 +175,10 @@ def scale_by_kfac(
         )
     if damping <= 0:
         raise ValueError(f"damping must be > 0, got {damping}")
+    if int(inverse_update_period) != inverse_update_period or inverse_update_period < 1:
+        raise ValueError(
+            f"inverse_update_period must be an integer >= 1, got {inverse_update_period}"
+        )
     precond = _preconditioner(
         apply_fn,
         positions,
@@ -172,6 +187,7 @@ def scale_by_kfac(
         estimation_mode,
         exact_inverses,
         loss_kind,
+        int(inverse_update_period),
     )
 
     def example(params):
@@ -245,6 +261,7 @@ def kfac(
     positions: Callable[[PyTree], int] = _leading_dim,
     seed: int = 0,
     loss_kind: str = "softmax_cross_entropy",
+    inverse_update_period: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
     """K-FAC with fixed learning rate and damping: :func:`scale_by_kfac`, momentum, decay, lr.
 
@@ -262,6 +279,7 @@ def kfac(
             positions,
             seed,
             loss_kind,
+            inverse_update_period,
         ),
         optax.trace(momentum) if momentum else optax.identity(),
         optax.add_decayed_weights(weight_decay),
@@ -361,6 +379,7 @@ def _build(cfg: Any, ctx: BuildContext) -> Optimizer:
                 estimation_mode=f.estimation_mode,
                 exact_inverses=f.exact_inverses,
                 loss_kind=ctx.loss_kind,
+                inverse_update_period=f.inverse_update_period,
             ),
         )
 
@@ -374,6 +393,7 @@ def _build(cfg: Any, ctx: BuildContext) -> Optimizer:
             curvature_ema=f.curvature_ema,
             estimation_mode=f.estimation_mode,
             exact_inverses=f.exact_inverses,
+            inverse_update_period=f.inverse_update_period,
             weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip,
         ),

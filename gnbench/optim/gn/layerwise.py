@@ -42,9 +42,9 @@ import jax
 import jax.numpy as jnp  # noqa: F401  (the docstring examples)
 import optax
 
-from gnbench.optim.curvature import ApplyFn, LossFn, PyTree, gn_output_rule
-from gnbench.optim.gauss_newton import _gn_family
-from gnbench.optim.prox_linear import prox_linear_output_rule
+from gnbench.optim.gn.curvature import ApplyFn, LossFn, PyTree, gn_output_rule
+from gnbench.optim.gn.gauss_newton import _gn_family
+from gnbench.optim.gn.prox_linear import prox_linear_output_rule
 from gnbench.optim.routing import path_names, top_level_depth
 
 _RULES = {"gn": gn_output_rule, "prox_linear": prox_linear_output_rule}
@@ -160,7 +160,7 @@ def layerwise_gauss_newton(
 
     Returns:
       A transform with ``update(grads, state, params, *, batch, ls_batch=None)`` (``grads``
-      ignored) and a :class:`gnbench.optim.gauss_newton.GaussNewtonState` whose inner state is an
+      ignored) and a :class:`gnbench.optim.gn.gauss_newton.GaussNewtonState` whose inner state is an
       ``optax.multi_transform`` state with one entry per block; ``gn_model_*`` metrics hold the
       block-diagonal model ``L(f_t) + Σ_b [q_b(Δ_b) − L(f_t)]``.
 

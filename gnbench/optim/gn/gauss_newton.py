@@ -5,7 +5,7 @@ Each outer step fixes θ_t and (approximately) minimizes the Gauss-Newton model 
     q(θ) = L(f_t) + g_zᵀ J Δ + ½ Δᵀ Jᵀ H_z J Δ + λ/2 ‖Δ‖²,     Δ = θ − θ_t,
 
 whose minimizer is θ_t − (G + λI)⁻¹ ∇L with G = Jᵀ H_z J (notation of
-:mod:`gnbench.optim.curvature`). G has as many rows as the model has parameters, so it is never
+:mod:`gnbench.optim.gn.curvature`). G has as many rows as the model has parameters, so it is never
 formed and never inverted: ``q`` is minimized by an *inner* first-order optimizer (AdamW, Muon,
 ...) for K inner steps, each on a fresh micro-batch, with the gradient
 
@@ -41,9 +41,9 @@ The gradient passed to ``update`` is not used: pass the real gradient or ``None`
 wrappers that read it need a tree: ``optax.apply_if_finite`` (skips the step when the gradient is
 non-finite) and ``optax.MultiSteps`` (which runs the GN solve at every call and applies it on
 every k-th, with that call's ``batch``) work with real gradients, or with ``None`` when the
-outermost transform is wrapped in :func:`gnbench.optim.gn_wrappers.none_grads_as_zeros`.
+outermost transform is wrapped in :func:`gnbench.optim.gn.wrappers.none_grads_as_zeros`.
 ``optax.chain`` works either way. ``damping`` can be injected:
-:func:`gnbench.optim.gn_wrappers.inject_gn_hyperparams` is ``optax.inject_hyperparams`` with every
+:func:`gnbench.optim.gn.wrappers.inject_gn_hyperparams` is ``optax.inject_hyperparams`` with every
 other argument static, so ``state.hyperparams["damping"]`` can change between steps.
 
 State metrics (``state.metrics``, float32 scalars, read by the trainer): ``true_loss`` (L at θ_t
@@ -71,8 +71,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gnbench.optim import loops
-from gnbench.optim.curvature import (
+from gnbench.optim.gn import loops
+from gnbench.optim.gn.curvature import (
     ApplyFn,
     LossFn,
     OutputRule,

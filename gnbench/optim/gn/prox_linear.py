@@ -4,7 +4,7 @@ Each outer step fixes θ_t and minimizes, over Δ = θ − θ_t,
 
     p(Δ) = L(f_t + J Δ) + λ/2 ‖Δ‖²,     ∇p(Δ) = Jᵀ ∇_z L(f_t + J Δ) + λ Δ,
 
-(notation of :mod:`gnbench.optim.curvature`). The model is linearized, the loss is not: for
+(notation of :mod:`gnbench.optim.gn.curvature`). The model is linearized, the loss is not: for
 cross-entropy ``p`` is convex, and its second-order expansion at Δ = 0 is the GN model, so the two
 differ only in the higher-order terms of the loss (the paper finds them almost identical). A step
 costs the same as a GN inner step (one linearization, one JVP, one VJP) with the output-space
@@ -12,7 +12,7 @@ Hessian-vector product replaced by a loss gradient at the shifted outputs. The d
 the solution toward θ_t (the published code had its sign wrong; gnbench tests it).
 
 Everything else (warm start, the ``lax.scan`` over micro-batches, the line search, the state and
-its metrics) is the loop of :func:`gnbench.optim.gauss_newton.gauss_newton`, shared, with the
+its metrics) is the loop of :func:`gnbench.optim.gn.gauss_newton.gauss_newton`, shared, with the
 metrics ``gn_model_before`` / ``gn_model_after`` holding ``p`` instead of ``q``.
 
 Written by hand for gnbench: no maintained package provides it.
@@ -31,8 +31,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gnbench.optim.curvature import ApplyFn, LossFn, PyTree
-from gnbench.optim.gauss_newton import _gn_family
+from gnbench.optim.gn.curvature import ApplyFn, LossFn, PyTree
+from gnbench.optim.gn.gauss_newton import _gn_family
 
 
 def prox_linear_output_rule(
@@ -75,7 +75,7 @@ def gn_prox_linear(
 
     Returns:
       A transform with ``update(grads, state, params, *, batch, ls_batch=None)`` (``grads``
-      ignored) and a :class:`gnbench.optim.gauss_newton.GaussNewtonState`.
+      ignored) and a :class:`gnbench.optim.gn.gauss_newton.GaussNewtonState`.
 
     Example:
       >>> apply_fn = lambda w, x: x @ w

@@ -9,7 +9,7 @@ accepting both forms) but not in a release. :func:`apply` installs an equivalent
 kfac-jax is installed (or an old jax is).
 
 Example:
-  >>> from gnbench.optim import kfac_compat
+  >>> from gnbench.optim.approx_gn import kfac_compat
   >>> kfac_compat.apply() in (True, False)
   True
 """

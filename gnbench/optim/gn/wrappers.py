@@ -1,6 +1,6 @@
 """Optax wrappers around the Gauss-Newton family: ``None`` gradients and injected damping.
 
-GN transforms (:func:`gnbench.optim.gauss_newton.gauss_newton`, ``gn_prox_linear``,
+GN transforms (:func:`gnbench.optim.gn.gauss_newton.gauss_newton`, ``gn_prox_linear``,
 ``layerwise_gauss_newton``) never read the gradient passed to ``update``, so callers may pass
 ``None``. Two optax wrappers need more:
 
@@ -12,7 +12,7 @@ GN transforms (:func:`gnbench.optim.gauss_newton.gauss_newton`, ``gn_prox_linear
 
 Example:
   >>> import jax.numpy as jnp, optax
-  >>> from gnbench.optim.gauss_newton import gauss_newton
+  >>> from gnbench.optim.gn.gauss_newton import gauss_newton
   >>> gn = inject_gn_hyperparams(gauss_newton)(
   ...     lambda w, x: x @ w, lambda z, x: 0.5 * jnp.mean((z - 1.0) ** 2),
   ...     inner=optax.sgd(1.0), inner_steps=2, damping=0.0)
@@ -88,7 +88,7 @@ def inject_gn_hyperparams(
       A factory taking ``factory``'s arguments.
 
     Example:
-      >>> from gnbench.optim.gauss_newton import gauss_newton
+      >>> from gnbench.optim.gn.gauss_newton import gauss_newton
       >>> tx = inject_gn_hyperparams(gauss_newton)(
       ...     lambda w, x: x @ w, lambda z, x: jnp.mean(z**2), inner=optax.sgd(0.1),
       ...     inner_steps=2, damping=0.5)

@@ -2,8 +2,9 @@ r"""Muon for hidden matrices, AdamW for everything else: the field's reference (
 
 This is ``muon`` in the registry. It follows ``muon_update`` and the step of
 ``SingleDeviceMuonWithAuxAdam`` in https://github.com/KellerJordan/Muon (``muon.py``) exactly;
-``muon_optax`` (:mod:`gnbench.optim.muon_optax`) is the ``optax.contrib.muon`` variant the GN
-paper's code uses, and differs from this one (bias-corrected Nesterov, routing, clipping).
+``muon_optax`` (:mod:`gnbench.optim.first_order.muon_optax`) is the ``optax.contrib.muon``
+variant the GN paper's code uses, and differs from this one (bias-corrected Nesterov, routing,
+clipping).
 
 For each hidden 2-D weight with gradient :math:`G`, momentum :math:`M` (zero at the start) and
 momentum decay :math:`\beta`, one step is
@@ -354,7 +355,7 @@ def muon(
 
 
 def _reference_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTransformation:
-    """The field's reference Muon (:mod:`gnbench.optim.muon`) after one global-norm clip."""
+    """The field's reference Muon (this module's :func:`muon`) after one global-norm clip."""
     m = cfg.muon
     return optax.chain(
         clip(cfg.grad_clip),

@@ -143,7 +143,7 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
     ``--inner_clip_gradient``): by its global norm for ``adamw`` and ``muon``, per partition
     (embed/head; the rest) for ``muon_optax`` as the paper's two chains do.
     """
-    from gnbench.optim.gauss_newton import with_inner_schedule
+    from gnbench.optim.gn.gauss_newton import with_inner_schedule
 
     g = cfg.gn
     max_norm = _gn(g, "inner_grad_clip")
@@ -154,8 +154,8 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
                 1.0, b1=g.inner_b1, b2=g.inner_b2, eps=cfg.eps, weight_decay=g.inner_weight_decay
             )
         )
-    elif g.inner == "muon":  # The field's reference Muon (gnbench.optim.muon).
-        from gnbench.optim.muon import muon
+    elif g.inner == "muon":  # The field's reference Muon (gnbench.optim.first_order.muon).
+        from gnbench.optim.first_order.muon import muon
 
         base = clipped(
             muon(
@@ -175,7 +175,7 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
     elif g.inner == "muon_optax":
         # optax.contrib.muon as the paper's llama_train_gn.py build_optimizer(optimizer_type=
         # 'muon') calls it: adam_weight_decay=wd, Muon matrices undecayed, each group clipped.
-        from gnbench.optim.muon_optax import muon_optax
+        from gnbench.optim.first_order.muon_optax import muon_optax
 
         base = muon_optax(
             1.0,
@@ -195,7 +195,7 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
         # K-FAC-preconditioned inner solver (the ladder's control): factors of the GN model's
         # curvature at θ_t, one micro-batch per inner step; optimizer.kfac's damping, momentum,
         # EMA and estimator; the inner lr, schedule, clip and decay of optimizer.gn.
-        from gnbench.optim.kfac import kfac
+        from gnbench.optim.approx_gn.kfac import kfac
 
         if ctx.apply_fn is None or ctx.example_micro_batch is None:
             raise ValueError("gn.inner='kfac' needs BuildContext.apply_fn and example_micro_batch")
@@ -212,6 +212,7 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
                 estimation_mode=f.estimation_mode,
                 exact_inverses=f.exact_inverses,
                 loss_kind=ctx.loss_kind,
+                inverse_update_period=f.inverse_update_period,
             )
         )
     else:
@@ -223,9 +224,9 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
 
 def _gn_builder(name: str, method: str, objective: str) -> Builder:
     def build_gn(cfg: Any, ctx: BuildContext) -> Optimizer:
-        from gnbench.optim.gauss_newton import gauss_newton, line_search_alphas
-        from gnbench.optim.layerwise import layerwise_gauss_newton
-        from gnbench.optim.prox_linear import gn_prox_linear
+        from gnbench.optim.gn.gauss_newton import gauss_newton, line_search_alphas
+        from gnbench.optim.gn.layerwise import layerwise_gauss_newton
+        from gnbench.optim.gn.prox_linear import gn_prox_linear
 
         if ctx.apply_fn is None or ctx.loss_fn is None:
             raise ValueError(f"optimizer {name!r} needs BuildContext.apply_fn and loss_fn")
@@ -278,7 +279,7 @@ def _inner_description(name: str, inner: str, ctx: BuildContext) -> Callable[[An
     if inner in ("muon", "muon_optax"):
         return lambda params: routing_line(f"{name} inner {inner}", params)
     if inner == "kfac":
-        from gnbench.optim.kfac import layer_summary, layer_table
+        from gnbench.optim.approx_gn.kfac import layer_summary, layer_table
 
         return lambda params: layer_summary(
             layer_table(ctx.apply_fn, params, ctx.example_micro_batch)

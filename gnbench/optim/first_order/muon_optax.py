@@ -22,7 +22,7 @@ its own Adam takes, as the paper's 1-D leaves). ``labels=`` (``"muon"`` = orthog
 ``weight_dimension_numbers=`` override the routing as in ``muon``; an ``"adam"`` leaf goes to
 the AdamW group if its default role is one of those three, else to ``optax.contrib.muon``'s Adam.
 It differs from the field's reference Muon (``muon``,
-:mod:`gnbench.optim.muon`, https://github.com/KellerJordan/Muon) in:
+:mod:`gnbench.optim.first_order.muon`, https://github.com/KellerJordan/Muon) in:
 
 1. Bias-corrected momentum (optax 0.2.8 ``scale_by_muon``): with Nesterov the orthogonalized
    matrix is ``beta*m/(1-beta^(t+1)) + (1-beta)*g/(1-beta^t)`` instead of ``beta*m + (1-beta)*g``
@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import optax
 
 from gnbench.optim import routing
-from gnbench.optim.muon import ADAM_NAMES, NS_COEFFS
+from gnbench.optim.first_order.muon import ADAM_NAMES, NS_COEFFS
 from gnbench.optim.registry import clip, muon_family_builder, register
 
 
@@ -191,7 +191,7 @@ def muon_optax(
 
 
 def _optax_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTransformation:
-    """``optax.contrib.muon`` routed as the GN paper's code (:mod:`gnbench.optim.muon_optax`).
+    """``optax.contrib.muon`` routed as the GN paper's code (this module's :func:`muon_optax`).
 
     ``grad_clip`` clips each group (embed/head; the rest) by its own norm, as the paper's two
     chains do. The paper's setting: ``weight_decay=0`` (Muon matrices undecayed),
