@@ -112,3 +112,42 @@ def apply(cfg: ModelConfig, params: Any, tokens_BxL: jax.Array) -> jax.Array:
       (2, 8, 256)
     """
     return Transformer(cfg).apply({"params": params}, tokens_BxL)
+
+
+def stages(cfg: ModelConfig) -> tuple[tuple[str, Any], ...]:
+    """``Transformer(cfg)`` as a chain of stages, one per layerwise-GN block (same numerics).
+
+    ``("embed", f)``, ``("block_0", f)``, ..., ``("head", f)`` with ``f(params, h) -> h'``;
+    the first stage takes the tokens, the last returns the float32 logits, the final norm runs
+    in the last block's stage (as :func:`gnbench.optim.gn.layerwise.transformer_blocks` groups
+    it). A stage reads only its own entries of ``params``. Composed, they are :func:`apply`.
+
+    Example:
+      >>> from gnbench.model import get_model_config
+      >>> cfg = get_model_config("tiny", n_layers=2)
+      >>> [name for name, _ in stages(cfg)]
+      ['embed', 'block_0', 'block_1', 'head']
+    """
+
+    def embed(params: Any, tokens_BxL: jax.Array) -> jax.Array:
+        module = nn.Embed(cfg.vocab_size, cfg.d_model)
+        return module.apply({"params": params["embed"]}, tokens_BxL).astype(cfg.dtype)
+
+    def final_norm(params: Any, x_BxLxD: jax.Array) -> jax.Array:
+        return nn.RMSNorm(dtype=cfg.dtype).apply({"params": params["final_norm"]}, x_BxLxD)
+
+    def block(i: int) -> Any:
+        def run(params: Any, x_BxLxD: jax.Array) -> jax.Array:
+            x_BxLxD = Block(cfg).apply({"params": params[f"block_{i}"]}, x_BxLxD)
+            return final_norm(params, x_BxLxD) if i == cfg.n_layers - 1 else x_BxLxD
+
+        return run
+
+    def head(params: Any, x_BxLxD: jax.Array) -> jax.Array:
+        dense = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype)
+        return dense.apply({"params": params["head"]}, x_BxLxD).astype(jnp.float32)
+
+    layers = tuple((f"block_{i}", block(i)) for i in range(cfg.n_layers))
+    if not layers:  # No block for the final norm to join: it is a block of its own.
+        layers = (("final_norm", final_norm),)
+    return (("embed", embed), *layers, ("head", head))

@@ -220,8 +220,12 @@ def _gn_family(
     line_search: Sequence[float] | None,
     warm_start: bool,
     blocks: Callable[[PyTree], PyTree] | None,
+    model_eval: Callable[..., Any] = linearized_model_eval,
 ) -> optax.GradientTransformationExtraArgs:
-    """The outer loop shared by full GN, GN-prox-linear and layerwise GN (one per ``rule``)."""
+    """The outer loop shared by full GN, GN-prox-linear and layerwise GN (one per ``rule``).
+
+    ``model_eval`` has :func:`linearized_model_eval`'s signature (layerwise GN on a staged
+    model passes :func:`gnbench.optim.gn.staged.staged_model_eval` bound to its stages)."""
     try:
         inner_steps = operator.index(inner_steps)
     except TypeError as e:  # A float, or a tracer (inner_steps injected as a hyperparameter).
@@ -295,7 +299,7 @@ def _gn_family(
         def inner_step(carry, micro_batch):
             theta, opt_state, step = carry
             delta = jax.tree.map(jnp.subtract, theta, params)
-            ev = linearized_model_eval(
+            ev = model_eval(
                 apply_fn,
                 loss_fn,
                 params,

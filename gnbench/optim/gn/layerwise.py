@@ -45,6 +45,7 @@ import optax
 from gnbench.optim.gn.curvature import ApplyFn, LossFn, PyTree, gn_output_rule
 from gnbench.optim.gn.gauss_newton import _gn_family
 from gnbench.optim.gn.prox_linear import prox_linear_output_rule
+from gnbench.optim.gn.staged import StagedModel, staged_model_eval
 from gnbench.optim.routing import path_names, top_level_depth
 
 _RULES = {"gn": gn_output_rule, "prox_linear": prox_linear_output_rule}
@@ -144,6 +145,7 @@ def layerwise_gauss_newton(
     line_search: Sequence[float] | None = None,
     warm_start: bool = True,
     objective: Literal["gn", "prox_linear"] = "gn",
+    staged: StagedModel | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Block-diagonal GN (or prox-linear): one subproblem per block, one joined line search.
 
@@ -157,6 +159,10 @@ def layerwise_gauss_newton(
       line_search: step sizes α tried on ``ls_batch`` for the joined direction; ``None``: α = 1.
       warm_start: start from the previous inner solutions and states (True) or from θ_t (False).
       objective: ``"gn"`` (the quadratic GN model) or ``"prox_linear"``.
+      staged: ``apply_fn`` as a chain of stages, one per block
+        (:class:`gnbench.optim.gn.staged.StagedModel`): the inner steps then share one forward
+        per micro-batch (:func:`gnbench.optim.gn.staged.staged_model_eval`, the same result at a
+        lower cost); ``None``: the generic path. The line search calls ``apply_fn`` either way.
 
     Returns:
       A transform with ``update(grads, state, params, *, batch, ls_batch=None)`` (``grads``
@@ -177,6 +183,13 @@ def layerwise_gauss_newton(
     """
     if objective not in _RULES:
         raise ValueError(f"objective must be one of {sorted(_RULES)}, got {objective!r}")
+    extra = {}
+    if staged is not None:
+        if not isinstance(staged, StagedModel):
+            raise ValueError(f"staged must be a StagedModel or None, got {type(staged).__name__}")
+        extra["model_eval"] = lambda _apply_fn, *args, **kwargs: staged_model_eval(
+            staged, *args, **kwargs
+        )
     return _gn_family(
         apply_fn,
         loss_fn,
@@ -187,4 +200,5 @@ def layerwise_gauss_newton(
         line_search=line_search,
         warm_start=warm_start,
         blocks=blocks,
+        **extra,
     )
