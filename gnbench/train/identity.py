@@ -7,7 +7,10 @@ from it. Both compute it with :func:`config_hash`, so a sweep's run id is the st
 its trainer writes.
 
 What is left out (:data:`NON_RESULT_KEYS`) is where files go and how a run is watched: none of it
-changes a number the run records. ``train.init_from`` changes results, but through the run it
+changes a number the run records. The ``optimizer`` sub-sections a method does not read
+(:data:`SECTIONS_READ`; AdamW reads none, SOAP ``soap``, ...) are left out too, so adding a
+setting to one method keeps every other method's runs (their builders build and step the same
+with those sections deleted: tests/optim/test_registry_contract.py). ``train.init_from`` changes results, but through the run it
 names, not its path: the hash holds that run's identity (its ``identity.json``) instead, so a
 sweep folder can move and a warm-up keeps its dependants' ids. ``mesh.*`` stays in: the device
 layout changes the measured FLOPs (XLA counts every device's program), the wall-clock and the
@@ -85,11 +88,28 @@ def _canonical(value: Any) -> Any:
     return repr(value)
 
 
+def _optimizer_section(key: str) -> str | None:
+    """``"optimizer.soap.b1"`` -> ``"soap"``; a key outside an optimizer sub-section -> None."""
+    parts = key.split(".")
+    return parts[1] if parts[0] == "optimizer" and len(parts) > 2 else None
+
+
 def result_config(cfg: Any, init_from_id: str | None = None) -> dict[str, Any]:
-    """The flat config that identifies a run: ``cfg`` minus :data:`NON_RESULT_KEYS`, with
-    ``train.init_from`` (when set) replaced by ``init_from_id`` (the identity of the run it names;
-    default: the path itself)."""
+    """The flat config that identifies a run: ``cfg`` minus :data:`NON_RESULT_KEYS` and minus the
+    ``optimizer`` sub-sections its method does not read (:func:`sections_read`; so a new K-FAC
+    setting does not rename every AdamW run), with ``train.init_from`` (when set) replaced by
+    ``init_from_id`` (the identity of the run it names; default: the path itself)."""
     flat = {k: v for k, v in flatten(cfg).items() if k not in NON_RESULT_KEYS}
+    optimizer: dict[str, Any] = {}  # The optimizer section, nested again (``cfg`` may be flat).
+    for key, value in flat.items():
+        parts = key.split(".")
+        if parts[0] == "optimizer" and len(parts) in (2, 3):
+            if len(parts) == 2:
+                optimizer[parts[1]] = value
+            else:
+                optimizer.setdefault(parts[1], {})[parts[2]] = value
+    unread = {k for k, v in optimizer.items() if isinstance(v, dict)} - sections_read(optimizer)
+    flat = {k: v for k, v in flat.items() if _optimizer_section(k) not in unread}
     if flat.get(INIT_FROM) and init_from_id:
         flat[INIT_FROM] = init_from_id
     return flat

@@ -65,7 +65,8 @@ def rosenbrock_problem():
     return {"xy": jnp.array([-1.2, 1.0])}, mb, ls
 
 
-def make_optimizer(name, apply_fn, total_steps=100, example=None, **overrides):
+def optimizer_config(name, **overrides):
+    """``experiments/base.py``'s optimizer section set for the small problems."""
     cfg = get_config().optimizer
     cfg.name = name
     cfg.schedule = "constant"
@@ -85,6 +86,11 @@ def make_optimizer(name, apply_fn, total_steps=100, example=None, **overrides):
         cfg.gn.inner_warmup_steps = 0
     for key, value in overrides.items():
         cfg[key] = value
+    return cfg
+
+
+def make_optimizer(name, apply_fn, total_steps=100, example=None, **overrides):
+    cfg = optimizer_config(name, **overrides)
     if example is None:
         example = jax.tree.map(lambda a: a[0], EXAMPLE_BATCHES[apply_fn])
     ctx = BuildContext(
@@ -275,3 +281,42 @@ def test_registry_reports_learning_rate_in_state():
         state = opt.tx.init(params)
         assert "learning_rate" in state.hyperparams
         assert opt.hparams["name"] == name
+
+
+@pytest.mark.parametrize(
+    "name,inner", [(n, None) for n in NAMES] + [("gauss_newton", i) for i in ("muon", "kfac")]
+)
+def test_builder_reads_only_the_sections_its_identity_keeps(name, inner):
+    """A run's identity leaves out the optimizer sections its method does not read
+    (gnbench.train.identity.sections_read): with those sections deleted the method still builds
+    and takes the same steps, so no unread setting can change a result."""
+    from gnbench.train.identity import sections_read
+
+    params, batch, ls_batch = quadratic_problem()
+    results = []
+    for prune in (False, True):
+        cfg = optimizer_config(name)
+        if inner is not None:
+            cfg.gn.inner = inner
+        unread = {k for k, v in cfg.items() if hasattr(v, "items")}
+        unread -= sections_read(cfg.to_dict())
+        if prune:
+            assert unread, f"{name}: every section is read, nothing to prune"
+            for key in unread:
+                del cfg[key]
+        ctx = BuildContext(
+            total_steps=100,
+            micro_batches=K,
+            apply_fn=linear_apply,
+            loss_fn=half_mse,
+            example_micro_batch=jax.tree.map(lambda a: a[0], batch),
+            loss_kind="squared_error",
+        )
+        opt = build(cfg, ctx)
+        step = make_step(opt, linear_apply)
+        p, state = params, opt.tx.init(params)
+        for _ in range(2):
+            p, state = step(p, state, batch, ls_slice(opt, ls_batch))
+        results.append(p)
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -82,3 +82,29 @@ def test_trainer_hashes_like_the_planner_and_wandb_ids_differ_across_sweeps_and_
         assert seq32[0] != s1[0] and seq32[1] != s1[1]  # Another base: another run.
     wandb_ids = [w for _, w in seen.values()]
     assert len(set(wandb_ids)) == len(wandb_ids)
+
+
+def test_identity_keeps_only_the_optimizer_sections_the_method_reads():
+    """A setting of a section the method does not read (tests/optim/test_registry_contract.py
+    proves the builders never touch one) leaves the run's id alone; one it reads renames it."""
+    from experiments.base import get_config
+    from gnbench.train.identity import config_hash
+
+    def hash_of(name, inner="adamw", **sets):
+        cfg = get_config()
+        cfg.optimizer.name, cfg.optimizer.gn.inner = name, inner
+        for key, value in sets.items():
+            section, field = key.split("__")
+            cfg.optimizer[section][field] = value
+        return config_hash(cfg)
+
+    assert hash_of("adamw") == hash_of(
+        "adamw", kfac__damping=0.5, soap__shampoo_beta=0.5, gn__damping=1.0
+    )
+    assert hash_of("soap") != hash_of("soap", soap__shampoo_beta=0.5)
+    assert hash_of("soap") == hash_of("soap", muon__momentum=0.5)
+    assert hash_of("gauss_newton") != hash_of("gauss_newton", gn__damping=1.0)
+    assert hash_of("gauss_newton") == hash_of("gauss_newton", muon__momentum=0.5)
+    muon_inner = hash_of("gauss_newton", "muon")
+    assert muon_inner != hash_of("gauss_newton", "muon", muon__momentum=0.5)
+    assert hash_of("gauss_newton", "kfac") != hash_of("gauss_newton", "kfac", kfac__damping=0.5)

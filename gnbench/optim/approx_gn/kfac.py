@@ -16,7 +16,10 @@ fit the trainer's jitted step):
     v ← μ v + u,    θ ← θ − lr · (v + wd · θ)
 
 With ``exact_inverses=False`` kfac-jax's factored (π-adjusted) damping is used instead:
-``((A + π√λ I) ⊗ (S + √λ/π I))⁻¹``, cheaper but not the damped block's inverse.
+``((A + π√λ I) ⊗ (S + √λ/π I))⁻¹`` with π² = (tr A / dim A) / (tr S / dim S): classic K-FAC
+(Martens and Grosse's factored Tikhonov damping), not the damped block's inverse but two small
+inverses instead of two eigendecompositions, about half the CPU time per step on the tiny model;
+``make ladder`` runs it (docs/METHOD.md).
 
 The curvature factors are exponential moving averages (``curvature_ema``) over steps, estimated
 on the step's first micro-batch. kfac-jax does the curvature; this module only registers the
