@@ -19,7 +19,7 @@ from tests.launch.conftest import clean_env, free_port
 
 HERE = Path(__file__).parent
 TRAIN = [sys.executable, "-m", "gnbench.cli", "train"]
-PAUSED_TRAIN = [sys.executable, str(HERE / "pause_after_checkpoint.py"), "train"]
+HELD_TRAIN = [sys.executable, str(HERE.parent / "hold_after_checkpoint.py"), "train"]
 RUN_TIMEOUT = 300  # seconds; a healthy run takes 20-70 s on 2 busy cores
 HEARTBEAT = 5  # seconds without heartbeats before a peer counts as dead
 
@@ -129,18 +129,18 @@ def test_dead_peer_fails_fast_and_two_processes_resume_from_the_checkpoint(
     runs, train_args, compile_cache, tmp_path
 ):
     work = tmp_path / "interrupted"
-    pause = tmp_path / "paused"
+    hold = tmp_path / "held"
     procs = start_processes(
-        PAUSED_TRAIN,
+        HELD_TRAIN,
         train_args(work),
         work,
         compile_cache,
-        GNBENCH_TEST_PAUSE_STEP="2",
-        GNBENCH_TEST_PAUSE_DIR=str(pause),
+        GNBENCH_TEST_HOLD_STEP="2",
+        GNBENCH_TEST_HOLD_DIR=str(hold),
     )
     try:
         deadline = time.time() + RUN_TIMEOUT
-        while not all((pause / f"paused.{i}").exists() for i in (0, 1)):
+        while not all((hold / f"held.{i}").exists() for i in (0, 1)):
             assert all(p.poll() is None for p in procs), "a process ended early:\n" + logs(work)
             assert time.time() < deadline, "no checkpoint at step 2 in time:\n" + logs(work)
             time.sleep(0.1)

@@ -133,7 +133,7 @@ def test_second_concurrent_run_fails_fast_and_the_first_finishes_intact(
         PYTHONPATH=str(REPO_ROOT),
     )
     first = subprocess.Popen(
-        [sys.executable, str(HERE / "hold_after_checkpoint.py"), *cli_args(cfg)],
+        [sys.executable, str(HERE.parent / "hold_after_checkpoint.py"), *cli_args(cfg)],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -141,7 +141,7 @@ def test_second_concurrent_run_fails_fast_and_the_first_finishes_intact(
     )
     try:
         deadline = time.time() + 240
-        while not (hold / "held").exists():
+        while not (hold / "held.0").exists():
             assert first.poll() is None, first.stdout.read().decode()[-3000:]
             assert time.time() < deadline, "the first run never reached its step-2 checkpoint"
             time.sleep(0.05)
