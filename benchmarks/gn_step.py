@@ -26,9 +26,21 @@ import jax.numpy as jnp
 import optax
 
 from gnbench.model import apply, get_model_config, init_params
+from gnbench.model.transformer import stages
+from gnbench.optim.gn.curvature import gn_output_rule, linearized_model_eval
 from gnbench.optim.gn.gauss_newton import gauss_newton
-from gnbench.optim.gn.layerwise import layerwise_gauss_newton
+from gnbench.optim.gn.layerwise import layerwise_gauss_newton, transformer_blocks
 from gnbench.optim.gn.prox_linear import gn_prox_linear
+from gnbench.optim.gn.staged import (
+    StagedModel,
+    StageMaps,
+    check_stages,
+    linearize_stages,
+    staged_model_eval,
+)
+
+#: The full-GN method each layerwise method is compared with (the ``/ full`` column).
+FULL_OF = {"layerwise_gn": "gauss_newton", "layerwise_prox_linear": "gn_prox_linear"}
 
 
 def cross_entropy(logits_BxLxV: jax.Array, seqs_BxT1: jax.Array) -> jax.Array:
@@ -81,11 +93,17 @@ def bench_model(name: str, b: int, t: int, k: int, repeats: int) -> list[dict]:
     def forward_only(params, seqs):
         return jax.lax.map(lambda mb: micro_loss(params, mb), seqs).mean()
 
+    staged = StagedModel(lambda seqs: seqs[:, :-1], stages(cfg))
+    layerwise = layerwise_gauss_newton
     methods = {
         "gauss_newton": gauss_newton,
         "gn_prox_linear": gn_prox_linear,
-        "layerwise_gn": layerwise_gauss_newton,
-        "layerwise_prox_linear": functools.partial(layerwise_gauss_newton, objective="prox_linear"),
+        "layerwise_gn": functools.partial(layerwise, staged=staged),
+        "layerwise_prox_linear": functools.partial(
+            layerwise, objective="prox_linear", staged=staged
+        ),
+        "layerwise_gn (generic)": layerwise,
+        "layerwise_prox_linear (generic)": functools.partial(layerwise, objective="prox_linear"),
     }
     thunks, memory = {}, {}
     args = (params, adamw.init(params), seqs_KxBxT1)
@@ -108,17 +126,64 @@ def bench_model(name: str, b: int, t: int, k: int, repeats: int) -> list[dict]:
     rows = []
     for method, sec in seconds.items():
         temp, arg = memory[method]
+        full = FULL_OF.get(method.split(" ")[0])
         rows.append(
             dict(
                 model=name,
                 params=n_params,
                 method=method,
                 cost=sec / base,
+                vs_full=sec / seconds[full] if full else float("nan"),
                 ms=1e3 * sec / k,
                 temp=temp,
                 arg=arg,
             )
         )
+    return rows
+
+
+def breakdown(name: str, b: int, t: int, repeats: int) -> list[tuple[str, int, float]]:
+    """Where a staged layerwise inner step's time goes, on one micro-batch: rows ``(piece,
+    times per inner step, ms each)``: the forward, each stage's parameter JVP/VJP (once, for its
+    own block) and input JVP/VJP (once per block before it), the output-space product (once per
+    block); then the total they add up to, the measured staged and full GN inner objectives."""
+    cfg = get_model_config(name)
+    params = init_params(cfg, jax.random.key(0))
+    seqs = jax.random.randint(jax.random.key(1), (b, t + 1), 0, cfg.vocab_size)
+    apply_fn = lambda p, s: apply(cfg, p, s[:, :-1])  # noqa: E731
+    staged = StagedModel(lambda s: s[:, :-1], stages(cfg))
+    labels = transformer_blocks(params)
+    leaves, treedef = jax.tree.flatten(params)
+    groups = check_stages(staged, labels, treedef)
+    outputs, maps = linearize_stages(staged, params, seqs, groups)  # eager: residuals as arrays
+    delta = jax.tree.map(lambda x: 1e-2 * jnp.ones_like(x), params)
+    pieces: dict[str, tuple[int, Callable]] = {}
+    pieces["forward"] = (1, compiled(apply_fn, (params, seqs))[0])
+    rule = lambda z, u: gn_output_rule(cross_entropy, z, u, seqs)  # noqa: E731
+    pieces["output-space product"] = (len(maps), compiled(rule, (outputs, outputs))[0])
+    for c, ((stage, _), m) in enumerate(zip(staged.stages, maps, strict=True)):
+        d = [leaves[i] * 1e-2 for i in groups[stage]]
+        w = jnp.ones(m.out.shape, m.out.dtype)
+        run = lambda f, x, method, out=m.out: getattr(StageMaps(f, out), method)(x)  # noqa: E731
+        calls = [("param_jvp", d, 1), ("param_vjp", w, 1)]
+        if c:
+            calls += [("input_jvp", jnp.ones(maps[c - 1].out.shape), c), ("input_vjp", w, c)]
+        for method, x, times in calls:
+            thunk = compiled(functools.partial(run, method=method), (m.vjp_fn, x))[0]
+            pieces[f"{stage} {method.replace('_', ' ')}"] = (times, thunk)
+    full = lambda p, dl: linearized_model_eval(apply_fn, cross_entropy, p, seqs, dl)  # noqa: E731
+    lw = lambda p, dl: staged_model_eval(  # noqa: E731
+        staged, cross_entropy, p, seqs, dl, block_labels=labels
+    )
+    totals = {
+        "measured: staged layerwise objective": compiled(lw, (params, delta))[0],
+        "measured: full GN objective": compiled(full, (params, delta))[0],
+    }
+    seconds = interleaved_min({**{k: v[1] for k, v in pieces.items()}, **totals}, repeats)
+    rows = [(piece, times, 1e3 * seconds[piece]) for piece, (times, _) in pieces.items()]
+    model_ms = sum(times * ms for _, times, ms in rows)
+    rows.append(("sum of the pieces (cost model)", 1, model_ms))
+    rows += [(k, 1, 1e3 * seconds[k]) for k in totals]
     return rows
 
 
@@ -129,21 +194,35 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=64, help="T: tokens per sequence")
     parser.add_argument("--k", type=int, default=4, help="K: micro-batches per outer step")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (fastest reported)")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the pieces of a layerwise inner step"
+    )
     args = parser.parse_args()
 
     print(
         f"backend={jax.default_backend()} devices={jax.device_count()} b={args.micro_batch} "
         f"T={args.seq_len} K={args.k} repeats={args.repeats} (fastest, round-robin)\n"
     )
-    print("| model | params | method | cost (AdamW micro-steps) | ms / step | temp MB | args MB |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| model | params | method | cost (AdamW micro-steps) | / full GN | ms / step | temp MB "
+        "| args MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for r in bench_model(name, args.micro_batch, args.seq_len, args.k, args.repeats):
             print(
                 f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['method']} | {r['cost']:.2f} | "
-                f"{r['ms']:.1f} | {r['temp']:.1f} | {r['arg']:.1f} |",
+                f"{r['vs_full']:.2f} | {r['ms']:.1f} | {r['temp']:.1f} | {r['arg']:.1f} |",
                 flush=True,
             )
+
+    if not args.breakdown:
+        return
+    print("\n| model | piece | per inner step | ms each | ms per inner step |")
+    print("|---|---|---|---|---|")
+    for name in args.models:
+        for piece, times, ms in breakdown(name, args.micro_batch, args.seq_len, args.repeats):
+            print(f"| {name} | {piece} | {times} | {ms:.2f} | {times * ms:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ class BuildContext:
         default routing.
       example_micro_batch: one micro-batch (arrays or ``jax.ShapeDtypeStruct``), for methods that
         trace the model at ``init`` (K-FAC finds its layers so).
+      staged_model: ``apply_fn`` as a chain of stages, one per layerwise-GN block
+        (:class:`gnbench.optim.gn.staged.StagedModel`): layerwise GN then shares one forward
+        per micro-batch; ``None`` (an arbitrary ``apply_fn``): the generic path.
       loss_kind: which loss ``loss_fn`` is, for the methods that sample from the model's
         predictive distribution (``diag_gn``, ``kfac``): ``softmax_cross_entropy`` (mean over
         every position, the trainer's) or ``squared_error`` (``0.5 * mean((z - y)**2)``).
@@ -54,6 +57,7 @@ class BuildContext:
     param_labels: Callable[[Any], Any] | None = None
     example_micro_batch: Any = None
     loss_kind: str = "softmax_cross_entropy"
+    staged_model: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

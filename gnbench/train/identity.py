@@ -10,11 +10,12 @@ What is left out (:data:`NON_RESULT_KEYS`) is where files go and how a run is wa
 changes a number the run records. The ``optimizer`` sub-sections a method does not read
 (:data:`SECTIONS_READ`; AdamW reads none, SOAP ``soap``, ...) are left out too, so adding a
 setting to one method keeps every other method's runs (their builders build and step the same
-with those sections deleted: tests/optim/test_registry_contract.py). ``train.init_from`` changes results, but through the run it
-names, not its path: the hash holds that run's identity (its ``identity.json``) instead, so a
-sweep folder can move and a warm-up keeps its dependants' ids. ``mesh.*`` stays in: the device
-layout changes the measured FLOPs (XLA counts every device's program), the wall-clock and the
-order of floating-point sums.
+with those sections deleted: tests/optim/test_registry_contract.py).
+
+``train.init_from`` changes results, but through the run it names, not its path: the hash holds
+that run's identity (its ``identity.json``) instead, so a sweep folder can move and a warm-up
+keeps its dependants' ids. ``mesh.*`` stays in: the device layout changes the measured FLOPs
+(XLA counts every device's program), the wall-clock and the order of floating-point sums.
 
 Example:
   >>> a = {"seed": 0, "train": {"steps": 10, "workdir": "runs/a", "progress": True}}

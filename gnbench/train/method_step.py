@@ -28,7 +28,7 @@ from gnbench.model import ModelConfig
 from gnbench.model.sharding import batch_sharding
 from gnbench.train.checkpoint import abstract_like
 from gnbench.train.flops import formula_fwd_bwd_flops, fwd_bwd_flops, measure_cost
-from gnbench.train.state import TrainState, create_state, lm_fns
+from gnbench.train.state import TrainState, create_state, lm_fns, lm_staged
 from gnbench.train.step import make_train_step
 
 
@@ -45,6 +45,8 @@ class MethodStep:
       apply_fn, loss_fn: the LM's functions (:func:`gnbench.train.state.lm_fns`).
       shardings: shardings of the train state.
       abstract_state: its shapes, dtypes and shardings.
+      staged_model: ``apply_fn`` as stages (:func:`gnbench.train.state.lm_staged`, set by
+        :meth:`create`), for layerwise GN's shared forward; ``None``: the generic path.
     """
 
     optimizer_cfg: ml_collections.ConfigDict
@@ -57,6 +59,7 @@ class MethodStep:
     loss_fn: Callable
     shardings: TrainState | None = None
     abstract_state: TrainState | None = None
+    staged_model: Any = None
 
     @classmethod
     def create(
@@ -76,6 +79,7 @@ class MethodStep:
         ms = cls(
             optimizer_cfg, model_cfg, mesh, micro_batch, seq_len, total_steps, apply_fn, loss_fn
         )
+        ms.staged_model = lm_staged(model_cfg)
         opt = ms.optimizer(k)
         state, ms.shardings = create_state(model_cfg, opt.tx, mesh, seed)
         ms.abstract_state = abstract_like(state, ms.shardings)
@@ -93,6 +97,7 @@ class MethodStep:
             micro_batches=k,
             apply_fn=self.apply_fn,
             loss_fn=self.loss_fn,
+            staged_model=self.staged_model,
             example_micro_batch=jax.ShapeDtypeStruct(
                 (self.micro_batch, self.seq_len + 1), np.int32
             ),

@@ -18,6 +18,8 @@ from jax.sharding import Mesh
 from gnbench.model import ModelConfig, init_params
 from gnbench.model import apply as model_apply
 from gnbench.model.sharding import state_shardings
+from gnbench.model.transformer import stages as model_stages
+from gnbench.optim.gn.staged import StagedModel
 
 
 class TrainState(NamedTuple):
@@ -39,6 +41,11 @@ def lm_fns(cfg: ModelConfig) -> tuple[Callable, Callable]:
         return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, seq_BxT1[:, 1:]).mean()
 
     return apply_fn, loss_fn
+
+
+def lm_staged(cfg: ModelConfig) -> StagedModel:
+    """:func:`lm_fns`'s ``apply_fn`` as a chain of stages (layerwise GN shares one forward)."""
+    return StagedModel(inputs=lambda seq_BxT1: seq_BxT1[:, :-1], stages=model_stages(cfg))
 
 
 def create_state(

@@ -241,7 +241,9 @@ def _gn_builder(name: str, method: str, objective: str) -> Builder:
         if method == "layerwise" and g.inner == "kfac":
             raise ValueError(f"{name}: gn.inner='kfac' is for full GN (one curvature, all layers)")
         if method == "layerwise":
-            tx = layerwise_gauss_newton(ctx.apply_fn, ctx.loss_fn, objective=objective, **kwargs)
+            tx = layerwise_gauss_newton(
+                ctx.apply_fn, ctx.loss_fn, objective=objective, staged=ctx.staged_model, **kwargs
+            )
         elif objective == "prox_linear":
             tx = gn_prox_linear(ctx.apply_fn, ctx.loss_fn, **kwargs)
         else:

@@ -14,16 +14,19 @@ direction d, followed by one line search. Summed over blocks this is GN with the
 curvature ``diag_b(J_bᵀ H_z J_b)``: cross-block curvature is ignored. With one block it is full GN
 (the same code path).
 
-Cost: one ``lax.scan`` over the K micro-batches; at each, a Python loop over the (static) blocks
-linearizes the model in that block's parameters and pays one JVP and one VJP through the layers
-*after* those parameters (symbolic zeros skip the layers before), plus one output-space product.
-Each block's linearization also re-runs the primal forward: the HLO shows XLA's
-common-subexpression elimination merging only a small part of these repeats. Sharing one
-forward would need the model's layer structure (a truncated forward per block); it is left out
-so that ``apply_fn`` stays an arbitrary function. So a layerwise inner step costs about
-``n_blocks`` forwards plus ``(n_blocks + 1)/2`` JVP+VJPs of the whole model; measured on the
-tiny gnbench model (6 blocks), about 3x a full GN inner step (``benchmarks/gn_step.py``). It is
-a method to compare against, not a shortcut; memory grows the same way.
+Cost: one ``lax.scan`` over the K micro-batches. Generic path (any ``apply_fn``): at each, a
+Python loop over the (static) blocks linearizes the model in that block's parameters and pays
+one JVP and one VJP through the layers *after* those parameters (symbolic zeros skip the layers
+before), plus one output-space product; each block's linearization also re-runs the primal
+forward (XLA's CSE merges only a small part of these repeats): about ``n_blocks`` forwards plus
+``(n_blocks + 1)/2`` JVP+VJPs, 2.4-2.6x a full GN inner step on the tiny and small gnbench
+models. Staged path (``staged=``, a :class:`gnbench.optim.gn.staged.StagedModel`: the trainer
+passes the gnbench transformer's stages): one forward per micro-batch shared by all blocks, each
+block's JVP starting at its stage and its VJP stopping there
+(:func:`gnbench.optim.gn.staged.staged_model_eval`, same math); about 2.0x a full GN inner step
+and half the generic path's temporary memory. What remains is the blocks' own tangents through
+the later layers, ``Σ_c (c) (JVP_c + VJP_c)`` of the input maps (``benchmarks/gn_step.py
+--breakdown``). It is a method to compare against, not a shortcut.
 
 Written by hand for gnbench: no maintained package provides it.
 
