@@ -34,6 +34,13 @@ NEW_GRIDS = {
     "kfac": {LR: [3e-3, 1e-2, 3e-2]},
     "gn_kfac": {INNER_LR: [3e-3, 1e-2, 3e-2]},
 }
+# Where the first full scan (2026-12-01, seed 0, the grids above) tuned a new rung to a grid
+# edge, its grid moves one step that way at that batch: kfac at K=8 (3e-2: 40 iterations, the
+# top), gn_kfac at K=2 and 4 (3e-3, the bottom: 52 and 66 iterations).
+NEW_GRID_AT = {
+    "kfac": {8: {LR: [1e-2, 3e-2, 1e-1]}},
+    "gn_kfac": {2: {INNER_LR: [1e-3, 3e-3, 1e-2]}, 4: {INNER_LR: [1e-3, 3e-3, 1e-2]}},
+}
 FACTORED = {"optimizer.kfac.exact_inverses": False}
 OVERRIDES = {
     "kfac": FACTORED,
@@ -45,7 +52,7 @@ def _methods(grids: dict) -> dict:
     return {
         m: {
             "grid": g,
-            "grid_at": bench.GRID_AT.get(m, {}),
+            "grid_at": {**bench.GRID_AT, **NEW_GRID_AT}.get(m, {}),
             "overrides": OVERRIDES.get(m, {}),
         }
         for m, g in grids.items()
