@@ -172,7 +172,8 @@ def sweep_section(
                 f"Gap closed = ({baseline}'s iterations (or FLOPs) to target − the method's) / "
                 f"({baseline}'s − gauss_newton's), each method at its own headline point, medians; "
                 "0 is the baseline, 1 is full GN; in brackets the same at the method's slowest and "
-                "fastest seed (−∞: a seed that never reached the target).",
+                "fastest seed (−∞: a seed that never reached the target); — where full GN is not "
+                f"ahead of {baseline} in that unit (no gap to close).",
                 "",
             ]
             figure = plot_gap(gaps, fig_dir / f"{prefix}gap_closed.png")

@@ -7,7 +7,10 @@ target), with B the baseline's (AdamW's) headline median and G full GN's:
 
 0 is the baseline, 1 is full GN, above 1 beats full GN, below 0 is worse than the baseline. The
 value uses m's median; its spread is the same ratio at m's fastest and slowest seed (B and G
-fixed at their medians). Undefined (—) when B or G never reached the target or B = G.
+fixed at their medians). Undefined (—) when B or G never reached the target, or when full GN
+is not ahead of the baseline in that unit (B ≤ G: no gap to close; at small scale full GN can
+need fewer iterations but more FLOPs than AdamW, and a fraction of a negative gap reads
+backwards).
 
 Example:
   >>> closed(30.0, baseline=60.0, full_gn=12.0)
@@ -29,7 +32,7 @@ UNITS = ("step", "flops")
 
 def closed(value: float, baseline: float, full_gn: float) -> float | None:
     """``(baseline − value) / (baseline − full_gn)``, ``None`` when undefined."""
-    if not (math.isfinite(baseline) and math.isfinite(full_gn)) or baseline == full_gn:
+    if not (math.isfinite(baseline) and math.isfinite(full_gn)) or baseline <= full_gn:
         return None
     if math.isnan(value):
         return None
@@ -71,8 +74,8 @@ def _cell(value: tuple[float | None, float | None, float | None]) -> str:
     med, lo, hi = value
     if med is None:
         return "—"
-    spread = ", ".join("-∞" if x is None or x == -math.inf else f"{x:.2f}" for x in (lo, hi))
-    return f"{med:.2f} [{spread}]"
+    text = lambda x: "−∞" if x is None or x == -math.inf else f"{x:.2f}"  # noqa: E731
+    return f"{text(med)} [{text(lo)}, {text(hi)}]"
 
 
 def gap_table(rows: list[GapRow]) -> str:

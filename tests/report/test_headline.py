@@ -242,7 +242,7 @@ def test_iteration_cost_table_splits_tokens_and_gives_flops_per_iteration():
 
 
 def test_gap_closed_on_the_headline_fixture(scan):
-    from gnbench.report.gap import closed, gap_rows, gap_table
+    from gnbench.report.gap import GapRow, closed, gap_rows, gap_table
 
     _, _, rows = scan
     heads = headline(rows, exclude={"muon_optax"})
@@ -251,9 +251,12 @@ def test_gap_closed_on_the_headline_fixture(scan):
     # 4 / 12; muon's seeds [4, 4, 6]: (8-4)/(8-2) = 2/3, slowest (8-6)/6 = 1/3.
     assert gaps["adamw"].gap["step"][0] == 0 and gaps["gauss_newton"].gap["step"][0] == 1
     assert gaps["muon"].gap["step"] == pytest.approx((2 / 3, 1 / 3, 2 / 3))
-    # In FLOPs GN costs more than AdamW: muon's 12 G is (16-12)/(16-20) = -1 of that gap.
-    assert gaps["muon"].gap["flops"][0] == pytest.approx(-1.0)
+    # In FLOPs GN costs more than AdamW (20 G against 16 G): no gap to close, so no fraction.
+    assert gaps["muon"].gap["flops"] == (None, None, None)
     assert closed(INF, 8.0, 2.0) == -INF and closed(3.0, INF, 2.0) is None
+    assert closed(3.0, 2.0, 2.0) is None and closed(3.0, 2.0, 4.0) is None
     table = gap_table(list(gaps.values()))
-    assert "| muon | — | 0.67 [0.33, 0.67] |" in table
+    assert "| muon | — | 0.67 [0.33, 0.67] | — |" in table
+    never = gap_table([GapRow("m", {"step": (-INF, -INF, -INF), "flops": (None,) * 3}, None)])
+    assert "| m | — | −∞ [−∞, −∞] | — |" in never
     assert gap_rows([h for h in heads if h.method != "gauss_newton"], {}) == []
