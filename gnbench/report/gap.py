@@ -97,12 +97,14 @@ def gap_table(rows: list[GapRow]) -> str:
 
 def plot_gap(rows: list[GapRow], path: str | Path) -> Path | None:
     """Gap closed (iterations) against forward+backward passes per iteration, one point per
-    method with its seed spread; ``None`` when no row has both."""
+    method with its seed spread (a method whose median never reached the target has no point);
+    ``None`` when no row has both."""
     from matplotlib.figure import Figure
 
     from gnbench.report.plots import _colors, _save
 
-    points = [r for r in rows if r.gap["step"][0] is not None and r.passes]
+    points = [r for r in rows if r.gap["step"][0] is not None and math.isfinite(r.gap["step"][0])]
+    points = [r for r in points if r.passes]
     if not points:
         return None
     fig = Figure(figsize=(6.5, 4.2))

@@ -260,3 +260,14 @@ def test_gap_closed_on_the_headline_fixture(scan):
     never = gap_table([GapRow("m", {"step": (-INF, -INF, -INF), "flops": (None,) * 3}, None)])
     assert "| m | — | −∞ [−∞, −∞] | — |" in never
     assert gap_rows([h for h in heads if h.method != "gauss_newton"], {}) == []
+
+
+def test_gap_plot_leaves_out_a_method_that_never_reached_the_target(tmp_path):
+    from gnbench.report.gap import GapRow, plot_gap
+
+    none = (None, None, None)
+    reached = GapRow("kfac", {"step": (0.4, -INF, 0.6), "flops": none}, 10.0)
+    never = GapRow("diag_gn", {"step": (-INF, -INF, -INF), "flops": none}, 2.7)
+    assert plot_gap([never], tmp_path / "a.png") is None
+    path = plot_gap([reached, never], tmp_path / "b.png")
+    assert path is not None and path.stat().st_size > 0
