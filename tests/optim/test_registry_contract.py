@@ -93,7 +93,11 @@ def make_optimizer(name, apply_fn, total_steps=100, example=None, **overrides):
     cfg = optimizer_config(name, **overrides)
     if example is None:
         example = jax.tree.map(lambda a: a[0], EXAMPLE_BATCHES[apply_fn])
-    ctx = BuildContext(
+    return build(cfg, build_context(apply_fn, example, total_steps))
+
+
+def build_context(apply_fn, example, total_steps=100):
+    return BuildContext(
         total_steps=total_steps,
         micro_batches=K,
         apply_fn=apply_fn,
@@ -101,7 +105,6 @@ def make_optimizer(name, apply_fn, total_steps=100, example=None, **overrides):
         example_micro_batch=example,
         loss_kind="squared_error",
     )
-    return build(cfg, ctx)
 
 
 EXAMPLE_BATCHES = {linear_apply: quadratic_problem()[1], rosenbrock_apply: rosenbrock_problem()[1]}
@@ -304,15 +307,7 @@ def test_builder_reads_only_the_sections_its_identity_keeps(name, inner):
             assert unread, f"{name}: every section is read, nothing to prune"
             for key in unread:
                 del cfg[key]
-        ctx = BuildContext(
-            total_steps=100,
-            micro_batches=K,
-            apply_fn=linear_apply,
-            loss_fn=half_mse,
-            example_micro_batch=jax.tree.map(lambda a: a[0], batch),
-            loss_kind="squared_error",
-        )
-        opt = build(cfg, ctx)
+        opt = build(cfg, build_context(linear_apply, jax.tree.map(lambda a: a[0], batch)))
         step = make_step(opt, linear_apply)
         p, state = params, opt.tx.init(params)
         for _ in range(2):

@@ -354,36 +354,46 @@ __all__ = [
     "LOSS_KINDS",
     "format_layer_table",
     "kfac",
+    "kfac_from_config",
     "layer_summary",
     "layer_table",
     "scale_by_kfac",
 ]
 
 
+def require_model(ctx: BuildContext, who: str) -> None:
+    """K-FAC traces the model: refuse a context without ``apply_fn`` and an example batch."""
+    if ctx.apply_fn is None or ctx.example_micro_batch is None:
+        raise ValueError(f"{who} needs BuildContext.apply_fn and example_micro_batch")
+
+
+def kfac_from_config(
+    f: Any, ctx: BuildContext, learning_rate: optax.ScalarOrSchedule, weight_decay: float, who: str
+) -> optax.GradientTransformationExtraArgs:
+    """:func:`kfac` with the settings of an ``optimizer.kfac`` section, for the ``kfac``
+    builder and GN's ``gn.inner='kfac'`` alike (``who`` names the caller in the error)."""
+    require_model(ctx, who)
+    return kfac(
+        ctx.apply_fn,
+        learning_rate,
+        ctx.example_micro_batch,
+        weight_decay=weight_decay,
+        loss_kind=ctx.loss_kind,
+        **f.to_dict(),
+    )
+
+
 @register("kfac")
 def _build(cfg: Any, ctx: BuildContext) -> Optimizer:
     """Registry builder: ``optimizer.kfac`` plus the common lr, schedule, decay and clip."""
-    if ctx.apply_fn is None or ctx.example_micro_batch is None:
-        raise ValueError("optimizer 'kfac' needs BuildContext.apply_fn and example_micro_batch")
-    f = cfg.kfac
+    who = "optimizer 'kfac'"
+    require_model(ctx, who)
 
     @optax.inject_hyperparams
     def make(learning_rate):
         return optax.chain(
             clip(cfg.grad_clip),
-            kfac(
-                ctx.apply_fn,
-                learning_rate,
-                ctx.example_micro_batch,
-                damping=f.damping,
-                momentum=f.momentum,
-                weight_decay=cfg.weight_decay,
-                curvature_ema=f.curvature_ema,
-                estimation_mode=f.estimation_mode,
-                exact_inverses=f.exact_inverses,
-                loss_kind=ctx.loss_kind,
-                inverse_update_period=f.inverse_update_period,
-            ),
+            kfac_from_config(cfg.kfac, ctx, learning_rate, cfg.weight_decay, who),
         )
 
     return Optimizer(
@@ -391,12 +401,7 @@ def _build(cfg: Any, ctx: BuildContext) -> Optimizer:
         hparams=dict(
             name="kfac",
             learning_rate=cfg.learning_rate,
-            damping=f.damping,
-            momentum=f.momentum,
-            curvature_ema=f.curvature_ema,
-            estimation_mode=f.estimation_mode,
-            exact_inverses=f.exact_inverses,
-            inverse_update_period=f.inverse_update_period,
+            **cfg.kfac.to_dict(),
             weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip,
         ),

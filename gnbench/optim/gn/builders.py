@@ -195,25 +195,10 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
         # K-FAC-preconditioned inner solver (the ladder's control): factors of the GN model's
         # curvature at θ_t, one micro-batch per inner step; optimizer.kfac's damping, momentum,
         # EMA and estimator; the inner lr, schedule, clip and decay of optimizer.gn.
-        from gnbench.optim.approx_gn.kfac import kfac
+        from gnbench.optim.approx_gn.kfac import kfac_from_config
 
-        if ctx.apply_fn is None or ctx.example_micro_batch is None:
-            raise ValueError("gn.inner='kfac' needs BuildContext.apply_fn and example_micro_batch")
-        f = cfg.kfac
         base = clipped(
-            kfac(
-                ctx.apply_fn,
-                1.0,
-                ctx.example_micro_batch,
-                damping=f.damping,
-                momentum=f.momentum,
-                weight_decay=g.inner_weight_decay,
-                curvature_ema=f.curvature_ema,
-                estimation_mode=f.estimation_mode,
-                exact_inverses=f.exact_inverses,
-                loss_kind=ctx.loss_kind,
-                inverse_update_period=f.inverse_update_period,
-            )
+            kfac_from_config(cfg.kfac, ctx, 1.0, g.inner_weight_decay, "gn.inner='kfac'")
         )
     else:
         raise ValueError(
