@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.muon.ns_steps = 5  # Newton-Schulz iterations.
     c.optimizer.muon.adam_weight_decay = 0.0  # AdamW-part decay (weight_decay is Muon's).
     c.optimizer.gn = ml_collections.ConfigDict()  # gauss_newton, gn_prox_linear, layerwise_*.
-    c.optimizer.gn.inner = "adamw"  # GN inner optimizer: adamw | muon (reference) | muon_optax.
+    c.optimizer.gn.inner = "adamw"  # GN inner: adamw | muon (reference) | muon_optax | kfac.
     c.optimizer.gn.inner_learning_rate = 3e-3  # Peak inner lr (Muon part when inner=muon).
     c.optimizer.gn.inner_adam_learning_rate = 3e-3  # Peak lr of the AdamW part when inner=muon.
     # global_cosine | cosine_with_global_schedule | constant_with_inner_cosine | constant (the
@@ -77,6 +77,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.gn.damping = 0.0  # Proximal term lambda/2 |theta - theta_t|^2 (pulls to theta_t).
     c.optimizer.gn.line_search = 5  # Number of step sizes 2^(-i/2), i < n, tried; 0 = no search.
     c.optimizer.gn.warm_start = True  # Start each inner solve at the previous one (state kept).
+    # gn.inner=kfac: estimate K-FAC's factors of G at theta_t once per outer step, on its first
+    # micro-batch ("outer", as the kfac rung does per step), or on every inner one ("inner").
+    c.optimizer.gn.inner_kfac_refresh = "outer"
     # Data of the line search: fresh (K new micro-batches per iteration, as the paper's code
     # does: 2x the inner solve's tokens) | inner (re-evaluate the inner solve's K micro-batches).
     c.optimizer.gn.line_search_data = "fresh"

@@ -227,3 +227,60 @@ def test_a_fresh_transform_updates_a_state_another_one_initialized(x64):
     got, _ = make().update(grads, first.init(params), params, batch=x[None])
     flat = lambda t: jax.flatten_util.ravel_pytree(t)[0]  # noqa: E731
     np.testing.assert_allclose(flat(got), flat(want), rtol=1e-12)
+
+
+def _gn_kfac(refresh: str, k: int, **kfac_settings):
+    """GN with a K-FAC inner solver through the registry, on :func:`_problem` (lr 0.1, no
+    momentum, no line search, exact GGN factors) and its fixed labels."""
+    from experiments.base import get_config
+    from gnbench.optim import BuildContext, build
+
+    apply_fn, params, x = _problem()
+    y = jnp.asarray(np.random.default_rng(1).integers(0, V, size=N))
+
+    def loss_fn(logits, mb):
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1))
+
+    cfg = get_config().optimizer
+    cfg.name, cfg.gn.inner, cfg.gn.inner_kfac_refresh = "gauss_newton", "kfac", refresh
+    cfg.gn.inner_schedule, cfg.gn.inner_warmup_steps = "constant", 0
+    cfg.gn.inner_learning_rate, cfg.gn.line_search = 0.1, 0
+    cfg.kfac.damping, cfg.kfac.momentum, cfg.kfac.estimation_mode = LAM, 0.0, "ggn_exact"
+    cfg.kfac.update(kfac_settings)
+    opt = build(cfg, BuildContext(10, k, apply_fn, loss_fn, example_micro_batch=x))
+    return opt, apply_fn, loss_fn, params, x
+
+
+def test_gn_kfac_refreshed_per_outer_step_uses_the_factors_of_its_first_micro_batch(x64):
+    """gn.inner_kfac_refresh='outer': both inner steps of a K=2 outer step are preconditioned by
+    the factors of micro-batch 1 at θ_t; step 2's GN gradient (on micro-batch 2, at Δ₁) is built
+    from dense Jacobians and the dense softmax Hessian, the solves from NumPy's factors."""
+    from jax.flatten_util import ravel_pytree
+
+    opt, apply_fn, loss_fn, params, x = _gn_kfac("outer", 2)
+    x2 = 1.7 * x[::-1]
+    batch = jnp.stack([x, x2])
+    updates, _ = jax.jit(lambda s: opt.tx.update(None, s, params, batch=batch))(opt.tx.init(params))
+
+    flat, unravel = ravel_pytree(params)
+    grads1 = jax.grad(lambda p: loss_fn(apply_fn(p, x), x))(params)  # ∇q₁(0) = ∇L₁(θ_t)
+    step1 = -0.1 * ravel_pytree(_dense_direction(apply_fn, params, x, grads1))[0]
+    logits2 = apply_fn(params, x2)
+    jac = np.asarray(jax.jacobian(lambda v: apply_fn(unravel(v), x2).ravel())(flat))
+    hess = np.asarray(jax.hessian(lambda z: loss_fn(z.reshape(logits2.shape), x2))(logits2.ravel()))
+    grad_l2 = np.asarray(ravel_pytree(jax.grad(lambda p: loss_fn(apply_fn(p, x2), x2))(params))[0])
+    grads2 = unravel(jnp.asarray(grad_l2 + jac.T @ hess @ jac @ np.asarray(step1)))
+    step2 = -0.1 * ravel_pytree(_dense_direction(apply_fn, params, x, grads2))[0]
+    np.testing.assert_allclose(ravel_pytree(updates)[0], step1 + step2, rtol=1e-8, atol=1e-12)
+
+    # Power: refreshed at every inner step, step 2 uses micro-batch 2's factors too.
+    opt_inner, *_ = _gn_kfac("inner", 2)
+    per_step, _ = opt_inner.tx.update(None, opt_inner.tx.init(params), params, batch=batch)
+    assert not np.allclose(ravel_pytree(per_step)[0], step1 + step2, rtol=1e-3)
+
+
+def test_gn_kfac_refresh_settings_are_checked():
+    with pytest.raises(ValueError, match="inner_kfac_refresh 'sometimes'; valid: outer, inner"):
+        _gn_kfac("sometimes", 1)
+    with pytest.raises(ValueError, match="inverse_update_period must be 1, got 3"):
+        _gn_kfac("outer", 1, inverse_update_period=3)

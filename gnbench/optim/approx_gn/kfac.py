@@ -172,6 +172,36 @@ def scale_by_kfac(
       ``batch[0]`` and estimates the factors at ``curvature_params`` (default ``params``; GN's
       inner loop passes θ_t, where its model's curvature lives).
     """
+    return _kfac_parts(
+        apply_fn,
+        example_micro_batch,
+        damping,
+        curvature_ema,
+        estimation_mode,
+        exact_inverses,
+        positions,
+        seed,
+        loss_kind,
+        inverse_update_period,
+    )[0]
+
+
+def _kfac_parts(
+    apply_fn: Callable[[PyTree, PyTree], jax.Array],
+    example_micro_batch: PyTree,
+    damping: float = 1e-3,
+    curvature_ema: float = 0.95,
+    estimation_mode: str = "fisher_gradients",
+    exact_inverses: bool = True,
+    positions: Callable[[PyTree], int] = _leading_dim,
+    seed: int = 0,
+    loss_kind: str = "softmax_cross_entropy",
+    inverse_update_period: int = 1,
+    external_refresh: bool = False,
+) -> tuple[optax.GradientTransformationExtraArgs, Callable[..., KfacState]]:
+    """:func:`scale_by_kfac` and ``refresh(state, params, batch) -> state``, which updates the
+    factors (and the inverses they give) on ``batch[0]`` at ``params``. With
+    ``external_refresh`` the transform's own update only preconditions: the caller refreshes."""
     if estimation_mode not in ESTIMATION_MODES:
         raise ValueError(
             f"unknown estimation_mode {estimation_mode!r}; valid: {', '.join(ESTIMATION_MODES)}"
@@ -181,6 +211,12 @@ def scale_by_kfac(
     if int(inverse_update_period) != inverse_update_period or inverse_update_period < 1:
         raise ValueError(
             f"inverse_update_period must be an integer >= 1, got {inverse_update_period}"
+        )
+    if external_refresh and inverse_update_period != 1:
+        raise ValueError(
+            "a K-FAC refreshed by its caller (GN's inner solver, refreshed once per outer step) "
+            f"recomputes its inverses at every refresh: inverse_update_period must be 1, got "
+            f"{inverse_update_period}"
         )
     precond = _preconditioner(
         apply_fn,
@@ -231,6 +267,18 @@ def scale_by_kfac(
         params = params if curvature_params is None else curvature_params
         kfac_jax = _import_kfac_jax()
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
+        micro_batch = first_micro_batch(batch)
+        pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator, params))
+        if not external_refresh:
+            pstate = precond.maybe_update(pstate, (_upcast(params), _upcast(micro_batch)), sub)
+        direction = precond.apply(_upcast(updates), pstate)
+        direction = jax.tree.map(lambda d, u: d.astype(u.dtype), direction, updates)
+        pstate = precond.increment_count(pstate)
+        return direction, KfacState(
+            pstate.count, jax.random.key_data(key), pack(pstate.estimator_state)
+        )
+
+    def first_micro_batch(batch):
         micro_batch = jax.tree.map(lambda x: x[0], batch)
         want = jax.tree.map(lambda x: (x.shape, jnp.dtype(x.dtype)), example_micro_batch)
         got = jax.tree.map(lambda x: (x.shape, jnp.dtype(x.dtype)), micro_batch)
@@ -239,16 +287,17 @@ def scale_by_kfac(
                 f"kfac: micro-batch {got} differs from example_micro_batch {want}; K-FAC traces "
                 "its layers on the example, so give one of the same shapes and dtypes"
             )
+        return micro_batch
+
+    def refresh(state: KfacState, params, batch) -> KfacState:
+        kfac_jax = _import_kfac_jax()
+        key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
+        micro_batch = first_micro_batch(batch)
         pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator, params))
         pstate = precond.maybe_update(pstate, (_upcast(params), _upcast(micro_batch)), sub)
-        direction = precond.apply(_upcast(updates), pstate)
-        direction = jax.tree.map(lambda d, u: d.astype(u.dtype), direction, updates)
-        pstate = precond.increment_count(pstate)
-        return direction, KfacState(
-            pstate.count, jax.random.key_data(key), pack(pstate.estimator_state)
-        )
+        return KfacState(state.count, jax.random.key_data(key), pack(pstate.estimator_state))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn), refresh
 
 
 def kfac(
@@ -271,23 +320,77 @@ def kfac(
     Args: as :func:`scale_by_kfac`, plus ``learning_rate`` (number or schedule), ``momentum`` μ
     (heavy ball on the preconditioned gradient; 0 = none) and ``weight_decay`` (decoupled).
     """
+    scale = scale_by_kfac(
+        apply_fn,
+        example_micro_batch,
+        damping,
+        curvature_ema,
+        estimation_mode,
+        exact_inverses,
+        positions,
+        seed,
+        loss_kind,
+        inverse_update_period,
+    )
+    return _chain(scale, momentum, weight_decay, learning_rate)
+
+
+def _chain(scale, momentum, weight_decay, learning_rate) -> optax.GradientTransformationExtraArgs:
     return optax.chain(
-        scale_by_kfac(
-            apply_fn,
-            example_micro_batch,
-            damping,
-            curvature_ema,
-            estimation_mode,
-            exact_inverses,
-            positions,
-            seed,
-            loss_kind,
-            inverse_update_period,
-        ),
+        scale,
         optax.trace(momentum) if momentum else optax.identity(),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
+
+
+def kfac_refreshed_by_caller(
+    apply_fn: Callable[[PyTree, PyTree], jax.Array],
+    learning_rate: optax.ScalarOrSchedule,
+    example_micro_batch: PyTree,
+    damping: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    curvature_ema: float = 0.95,
+    estimation_mode: str = "fisher_gradients",
+    exact_inverses: bool = True,
+    positions: Callable[[PyTree], int] = _leading_dim,
+    seed: int = 0,
+    loss_kind: str = "softmax_cross_entropy",
+    inverse_update_period: int = 1,
+) -> tuple[optax.GradientTransformationExtraArgs, Callable[[PyTree, PyTree, PyTree], PyTree]]:
+    """:func:`kfac` whose factors move only when the caller says: ``(tx, refresh)``.
+
+    ``tx.update`` preconditions with the factors as they are; ``refresh(opt_state, params,
+    batch)`` returns ``opt_state`` with every :class:`KfacState` in it (at any depth, e.g. under
+    a clip or a schedule wrapper) updated on ``batch[0]`` at ``params``, as one step of
+    :func:`kfac` updates it. Full GN's inner solve calls it once per outer step at θ_t: G is
+    fixed for the K inner steps, so one estimate serves them all, the same one the ``kfac`` rung
+    makes per step, and the inner steps cost a preconditioner product each instead of a factor
+    estimate (``gn.inner_kfac_refresh='outer'``). Args: as :func:`kfac`
+    (``inverse_update_period`` must be 1: each refresh recomputes the inverses).
+    """
+    scale, refresh_one = _kfac_parts(
+        apply_fn,
+        example_micro_batch,
+        damping,
+        curvature_ema,
+        estimation_mode,
+        exact_inverses,
+        positions,
+        seed,
+        loss_kind,
+        inverse_update_period,
+        external_refresh=True,
+    )
+
+    def refresh(opt_state, params, batch):
+        is_kfac = lambda s: isinstance(s, KfacState)  # noqa: E731
+        return jax.tree.map(
+            lambda s: refresh_one(s, params, batch) if is_kfac(s) else s, opt_state, is_leaf=is_kfac
+        )
+
+    return _chain(scale, momentum, weight_decay, learning_rate), refresh
 
 
 def layer_table(
@@ -355,6 +458,7 @@ __all__ = [
     "format_layer_table",
     "kfac",
     "kfac_from_config",
+    "kfac_refreshed_by_caller",
     "layer_summary",
     "layer_table",
     "scale_by_kfac",
@@ -368,12 +472,18 @@ def require_model(ctx: BuildContext, who: str) -> None:
 
 
 def kfac_from_config(
-    f: Any, ctx: BuildContext, learning_rate: optax.ScalarOrSchedule, weight_decay: float, who: str
-) -> optax.GradientTransformationExtraArgs:
-    """:func:`kfac` with the settings of an ``optimizer.kfac`` section, for the ``kfac``
-    builder and GN's ``gn.inner='kfac'`` alike (``who`` names the caller in the error)."""
+    f: Any,
+    ctx: BuildContext,
+    learning_rate: optax.ScalarOrSchedule,
+    weight_decay: float,
+    who: str,
+    make: Callable[..., Any] = kfac,
+) -> Any:
+    """:func:`kfac` (or ``make``, e.g. :func:`kfac_refreshed_by_caller`) with the settings of an
+    ``optimizer.kfac`` section, for the ``kfac`` builder and GN's ``gn.inner='kfac'`` alike
+    (``who`` names the caller in the error)."""
     require_model(ctx, who)
-    return kfac(
+    return make(
         ctx.apply_fn,
         learning_rate,
         ctx.example_micro_batch,

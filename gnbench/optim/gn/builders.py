@@ -52,7 +52,10 @@ GN_DEFAULTS = dict(
     boundary_off_by_one=False,
     restart_schedule=False,
     schedule_outer_steps=0,
+    inner_kfac_refresh="inner",
 )
+# gn.inner='kfac': when the K-FAC factors of G at θ_t are estimated (experiments/base.py).
+KFAC_REFRESH = ("outer", "inner")
 
 
 def _gn(g: Any, key: str) -> Any:
@@ -136,8 +139,10 @@ def _gn_inner_schedule(g: Any, ctx: BuildContext) -> optax.ScalarOrSchedule:
     return lambda step: sched(jnp.asarray(step) % k)
 
 
-def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
-    """The inner optimizer at unit learning rate, clipped, scaled by the inner schedule.
+def _gn_inner(cfg: Any, ctx: BuildContext) -> tuple[optax.GradientTransformation, Any]:
+    """The inner optimizer at unit learning rate, clipped, scaled by the inner schedule, and the
+    hook that refreshes its state once per outer step (``None`` but for K-FAC refreshed per
+    outer step).
 
     ``gn.inner_grad_clip`` clips the inner gradient before the optimizer (the paper's
     ``--inner_clip_gradient``): by its global norm for ``adamw`` and ``muon``, per partition
@@ -148,6 +153,7 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
     g = cfg.gn
     max_norm = _gn(g, "inner_grad_clip")
     clipped = lambda tx: optax.chain(clip(max_norm), tx) if max_norm else tx  # noqa: E731
+    refresh = None
     if g.inner == "adamw":
         base = clipped(
             optax.adamw(
@@ -193,18 +199,27 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> optax.GradientTransformation:
         )
     elif g.inner == "kfac":
         # K-FAC-preconditioned inner solver (the ladder's control): factors of the GN model's
-        # curvature at θ_t, one micro-batch per inner step; optimizer.kfac's damping, momentum,
-        # EMA and estimator; the inner lr, schedule, clip and decay of optimizer.gn.
-        from gnbench.optim.approx_gn.kfac import kfac_from_config
+        # curvature at θ_t, estimated once per outer step on its first micro-batch ('outer') or
+        # on every inner micro-batch ('inner'); optimizer.kfac's damping, momentum, EMA and
+        # estimator; the inner lr, schedule, clip and decay of optimizer.gn.
+        from gnbench.optim.approx_gn.kfac import kfac_from_config, kfac_refreshed_by_caller
 
-        base = clipped(
-            kfac_from_config(cfg.kfac, ctx, 1.0, g.inner_weight_decay, "gn.inner='kfac'")
-        )
+        when = _gn(g, "inner_kfac_refresh")
+        if when not in KFAC_REFRESH:
+            raise ValueError(
+                f"unknown gn.inner_kfac_refresh {when!r}; valid: {', '.join(KFAC_REFRESH)}"
+            )
+        args = (cfg.kfac, ctx, 1.0, g.inner_weight_decay, "gn.inner='kfac'")
+        if when == "outer":
+            tx, refresh = kfac_from_config(*args, make=kfac_refreshed_by_caller)
+        else:
+            tx = kfac_from_config(*args)
+        base = clipped(tx)
     else:
         raise ValueError(
             f"unknown gn.inner {g.inner!r}; valid: 'adamw', 'muon', 'muon_optax', 'kfac'"
         )
-    return with_inner_schedule(base, _gn_inner_schedule(g, ctx))
+    return with_inner_schedule(base, _gn_inner_schedule(g, ctx)), refresh
 
 
 def _gn_builder(name: str, method: str, objective: str) -> Builder:
@@ -216,8 +231,9 @@ def _gn_builder(name: str, method: str, objective: str) -> Builder:
         if ctx.apply_fn is None or ctx.loss_fn is None:
             raise ValueError(f"optimizer {name!r} needs BuildContext.apply_fn and loss_fn")
         g, k = cfg.gn, ctx.micro_batches
+        inner, refresh = _gn_inner(cfg, ctx)
         kwargs = dict(
-            inner=_gn_inner(cfg, ctx),
+            inner=inner,
             inner_steps=k,
             damping=g.damping,
             line_search=line_search_alphas(g.line_search),
@@ -230,9 +246,9 @@ def _gn_builder(name: str, method: str, objective: str) -> Builder:
                 ctx.apply_fn, ctx.loss_fn, objective=objective, staged=ctx.staged_model, **kwargs
             )
         elif objective == "prox_linear":
-            tx = gn_prox_linear(ctx.apply_fn, ctx.loss_fn, **kwargs)
+            tx = gn_prox_linear(ctx.apply_fn, ctx.loss_fn, inner_refresh=refresh, **kwargs)
         else:
-            tx = gauss_newton(ctx.apply_fn, ctx.loss_fn, **kwargs)
+            tx = gauss_newton(ctx.apply_fn, ctx.loss_fn, inner_refresh=refresh, **kwargs)
         if g.line_search_data not in ("fresh", "inner"):
             raise ValueError(f"gn.line_search_data={g.line_search_data!r}; valid: 'fresh', 'inner'")
         return Optimizer(

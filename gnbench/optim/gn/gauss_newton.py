@@ -81,6 +81,8 @@ from gnbench.optim.gn.curvature import (
     linearized_model_eval,
 )
 
+InnerRefresh = Callable[[optax.OptState, optax.Params, PyTree], optax.OptState]
+
 
 class GaussNewtonState(NamedTuple):
     """State of the GN family (full, prox-linear, layerwise).
@@ -221,6 +223,7 @@ def _gn_family(
     warm_start: bool,
     blocks: Callable[[PyTree], PyTree] | None,
     model_eval: Callable[..., Any] = linearized_model_eval,
+    inner_refresh: InnerRefresh | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The outer loop shared by full GN, GN-prox-linear and layerwise GN (one per ``rule``).
 
@@ -295,6 +298,8 @@ def _gn_family(
             start, inner_state = state.inner_params, state.inner_state
         else:
             start, inner_state = params, tx.init(params)
+        if inner_refresh is not None:  # Once per outer step, at θ_t (e.g. K-FAC's factors).
+            inner_state = inner_refresh(inner_state, params, batch)
 
         def inner_step(carry, micro_batch):
             theta, opt_state, step = carry
@@ -374,6 +379,7 @@ def gauss_newton(
     damping: float = 0.0,
     line_search: Sequence[float] | None = None,
     warm_start: bool = True,
+    inner_refresh: InnerRefresh | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Full Gauss-Newton: K inner steps on the GN quadratic model, then an optional line search.
 
@@ -388,6 +394,10 @@ def gauss_newton(
         ``None`` or empty: always α = 1.
       warm_start: start each inner solve at the previous inner solution with the inner state
         kept (True), or at θ_t with a fresh inner state (False).
+      inner_refresh: ``(inner_state, θ_t, batch) -> inner_state``, called once per outer step
+        before the inner solve: an inner optimizer whose preconditioner estimates G, fixed at
+        θ_t for the whole solve, rebuilds it here once instead of at every inner step (K-FAC,
+        :func:`gnbench.optim.approx_gn.kfac.kfac_refreshed_by_caller`). Default: none.
 
     Returns:
       A transform with ``update(grads, state, params, *, batch, ls_batch=None)``; ``grads`` (the
@@ -414,4 +424,5 @@ def gauss_newton(
         line_search=line_search,
         warm_start=warm_start,
         blocks=None,
+        inner_refresh=inner_refresh,
     )

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from gnbench.optim.gn.curvature import ApplyFn, LossFn, PyTree
-from gnbench.optim.gn.gauss_newton import _gn_family
+from gnbench.optim.gn.gauss_newton import InnerRefresh, _gn_family
 
 
 def prox_linear_output_rule(
@@ -60,6 +60,7 @@ def gn_prox_linear(
     damping: float = 0.0,
     line_search: Sequence[float] | None = None,
     warm_start: bool = True,
+    inner_refresh: InnerRefresh | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """GN-prox-linear: K inner steps on ``L(f_t + JΔ) + λ/2‖Δ‖²``, then an optional line search.
 
@@ -72,6 +73,7 @@ def gn_prox_linear(
       line_search: step sizes α to try on ``ls_batch``; ``None`` or empty: α = 1.
       warm_start: start from the previous inner solution and inner state (True) or from θ_t
         with a fresh inner state (False).
+      inner_refresh: as :func:`gnbench.optim.gn.gauss_newton.gauss_newton`'s.
 
     Returns:
       A transform with ``update(grads, state, params, *, batch, ls_batch=None)`` (``grads``
@@ -97,4 +99,5 @@ def gn_prox_linear(
         line_search=line_search,
         warm_start=warm_start,
         blocks=None,
+        inner_refresh=inner_refresh,
     )
