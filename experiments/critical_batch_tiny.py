@@ -74,6 +74,7 @@ def get_sweep(quick: bool = False) -> dict:
             seeds=[0],
             headline_seeds=[1],
             variants={"muon_optax": {"of": "muon"}},
+            reuse=["ladder_tiny_quick"],
             target_loss=3.1,
             scan={"key": "data.micro_batches", "values": [2, 4], "with": {"train.steps": [30, 20]}},
         )
@@ -85,6 +86,7 @@ def get_sweep(quick: bool = False) -> dict:
         seeds=[0],
         headline_seeds=[1, 2],
         variants={"muon_optax": {"of": "muon"}},
+        reuse=["ladder_tiny"],  # The runs make ladder shares with it (same identity), if done.
         target_loss=TARGET,
         scan={"key": "data.micro_batches", "values": SCAN, "with": {"train.steps": BUDGET}},
     )

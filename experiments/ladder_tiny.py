@@ -8,7 +8,8 @@ Rungs (docs/METHOD.md, "The approximation ladder"): AdamW (no curvature) → ``d
 diagonal of G = Jᵀ H_z J, sampled-label estimate) → ``kfac`` (Kronecker-factored G, kfac-jax) →
 ``layerwise_gn`` (exact G per block) → ``gauss_newton`` (all of G); controls: SOAP (Kronecker
 structure of gradient statistics, not of G) and ``gn_kfac`` (full GN whose inner solver is
-K-FAC-preconditioned: how much of what remains is the inner solver rather than the curvature).
+K-FAC-preconditioned: how much of what remains is the inner solver rather than the curvature;
+its factors of G at θ_t are refreshed once per outer step, ``gn.inner_kfac_refresh='outer'``).
 
 The protocol is ``make bench``'s (experiments/critical_batch_tiny.py): the same scan of K, the
 same budgets, target and data, every rung tuned at every batch on a grid of three learning rates,

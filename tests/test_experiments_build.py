@@ -99,7 +99,7 @@ def test_every_planned_sweep_run_builds(name, quick):
 def test_ladder_reuses_the_bench_runs_it_shares_and_every_new_rung_builds(quick):
     ladder = load_sweep_file(EXPERIMENTS / "ladder_tiny.py", quick=quick)
     bench = load_sweep_file(EXPERIMENTS / "critical_batch_tiny.py", quick=quick)
-    assert ladder.reuse == [bench.name]
+    assert ladder.reuse == [bench.name] and bench.reuse == [ladder.name]  # either order
     ladder_ids = {r.id: r.method for r in make_plan(ladder).runs}
     bench_ids = {r.id for r in make_plan(bench).runs}
     shared = {rid for rid, m in ladder_ids.items() if m in ("adamw", "soap", "gauss_newton")}

@@ -69,15 +69,18 @@ def test_learning_rate_in_use_is_visible_in_state():
     assert float(lr) == pytest.approx(float(expected))
 
 
-@pytest.mark.parametrize("name", ["adamw", "gauss_newton"])
+@pytest.mark.parametrize("name", ["adamw", "soap", "gauss_newton", "gn_prox_linear"])
 def test_constant_learning_rates_compile_to_one_program(name):
-    """A constant (inner) learning rate is state: a grid over it shares one compiled program."""
+    """A constant (inner) learning rate is state: a grid over it shares one compiled program,
+    GN's line-search fallback (which re-initializes the inner state in the step) included."""
     import jax
+
+    gn = name != "adamw" and name != "soap"
 
     def hlo(lr, kind):
         cfg = base.get_config().optimizer
         cfg.name, cfg.schedule, cfg.learning_rate = name, kind, lr
-        cfg.gn.inner_schedule, cfg.gn.inner_learning_rate, cfg.gn.line_search = kind, lr, 0
+        cfg.gn.inner_schedule, cfg.gn.inner_learning_rate, cfg.gn.line_search = kind, lr, 3
         ctx = BuildContext(
             total_steps=20,
             micro_batches=2,
@@ -85,10 +88,13 @@ def test_constant_learning_rates_compile_to_one_program(name):
             loss_fn=lambda z, x: jnp.mean(z**2),
         )
         tx = build(cfg, ctx).tx
-        params = {"w": jnp.ones(2)}
-        update = jax.jit(lambda g, s, p, x: tx.update(g, s, p, batch=x))
-        return update.lower(params, tx.init(params), params, jnp.ones((2, 3, 2))).as_text()
+        params = {"w": jnp.ones((2, 2))}
+        update = jax.jit(lambda g, s, p, x: tx.update(g, s, p, batch=x, ls_batch=x))
+        if not gn:
+            update = jax.jit(lambda g, s, p, x: tx.update(g, s, p))
+        x = jnp.ones((2, 3, 2))
+        return update.lower(params, tx.init(params), params, x).as_text()
 
     assert hlo(1e-3, "constant") == hlo(3e-3, "constant")
-    kind = "warmup_cosine" if name == "adamw" else "global_cosine"
+    kind = "global_cosine" if gn else "warmup_cosine"
     assert hlo(1e-3, kind) != hlo(3e-3, kind)

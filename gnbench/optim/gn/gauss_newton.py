@@ -211,6 +211,19 @@ def _labels_like(params: PyTree, labels: PyTree) -> PyTree:
     return jax.tree.unflatten(treedef, out)
 
 
+def _keep_learning_rates(fresh: optax.OptState, current: optax.OptState) -> optax.OptState:
+    """``fresh`` with the learning rate of every :class:`InnerScheduleState` taken from
+    ``current`` (same structure): a constant schedule's rate never changes, and a schedule
+    function overwrites it at every update, so the values are the same."""
+    is_schedule = lambda s: isinstance(s, InnerScheduleState)  # noqa: E731
+    return jax.tree.map(
+        lambda f, c: f._replace(learning_rate=c.learning_rate) if is_schedule(f) else f,
+        fresh,
+        current,
+        is_leaf=is_schedule,
+    )
+
+
 def _gn_family(
     apply_fn: ApplyFn,
     loss_fn: LossFn,
@@ -294,10 +307,16 @@ def _gn_family(
         if alphas and ls_batch is None:
             raise ValueError("a line search needs ls_batch= (extra micro-batches)")
         tx, labels = make_inner(params)
+
+        def fresh_inner_state():
+            # tx.init traced here would make a constant inner learning rate a constant of the
+            # program; taking it from the state keeps runs that differ only in it one program.
+            return _keep_learning_rates(tx.init(params), state.inner_state)
+
         if warm_start:
             start, inner_state = state.inner_params, state.inner_state
         else:
-            start, inner_state = params, tx.init(params)
+            start, inner_state = params, fresh_inner_state()
         if inner_refresh is not None:  # Once per outer step, at θ_t (e.g. K-FAC's factors).
             inner_state = inner_refresh(inner_state, params, batch)
 
@@ -352,7 +371,7 @@ def _gn_family(
             if warm_start:  # Every step size failed: cold-start the next solve.
                 keep = lambda a, b: jnp.where(ok, a, b)  # noqa: E731
                 theta_hat = jax.tree.map(keep, theta_hat, params)
-                inner_state = jax.tree.map(keep, inner_state, tx.init(params))
+                inner_state = jax.tree.map(keep, inner_state, fresh_inner_state())
         else:
             alpha, ls_loss, new_updates = 1.0, jnp.nan, direction
         metrics = _metrics(
