@@ -1,4 +1,4 @@
-"""Compatibility patch: kfac-jax 0.0.8 with jax >= 0.9.2.
+"""Compatibility patches: kfac-jax 0.0.8 with jax >= 0.9.2, and one program per K-FAC step.
 
 kfac-jax 0.0.8 (the latest release) unpacks ``Primitive.get_bind_params`` as
 ``(subfuns, params)``; jax 0.9.2 changed it to return only the params (sub-functions travel inside
@@ -8,6 +8,13 @@ accepting both forms) but not in a release. :func:`apply` installs an equivalent
 ``eval_jaxpr_eqn`` only when the installed pair needs it, so it stops being applied once a fixed
 kfac-jax is installed (or an old jax is).
 
+The second patch makes the traced program the same in every process. kfac-jax's tracer
+de-duplicates the inputs of its layer tags with ``list(set(vars))``; jaxpr variables hash by
+identity (memory address), so their order, and with it the order of the operations in the
+lowered step, changes from one process to the next. Every K-FAC run then missed JAX's
+persistent compilation cache, even a rerun of the same config. :func:`apply` gives that module
+a ``set`` that keeps insertion order (the only change), where its source still reads so.
+
 Example:
   >>> from gnbench.optim.approx_gn import kfac_compat
   >>> kfac_compat.apply() in (True, False)
@@ -16,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 
 import jax
@@ -56,12 +64,58 @@ def _eval_jaxpr_eqn(eqn, in_values):
     return output if isinstance(output, list) else [output]
 
 
-def apply() -> bool:
-    """Installs the patch if this kfac-jax/jax pair needs it; returns whether it is installed."""
-    global _APPLIED
-    if not _APPLIED and needs_patch():
-        from kfac_jax._src import tag_graph_matcher
+class InsertionOrderedSet(collections.abc.MutableSet):
+    """A set that iterates in insertion order (set algebra from ``MutableSet``).
 
-        tag_graph_matcher.eval_jaxpr_eqn = _eval_jaxpr_eqn
-        _APPLIED = True
+    Example:
+      >>> list(InsertionOrderedSet([3, 1, 3, 2]) - {1})
+      [3, 2]
+    """
+
+    def __init__(self, items=()):
+        self._items = dict.fromkeys(items)
+
+    def __contains__(self, item) -> bool:
+        return item in self._items
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item) -> None:
+        self._items[item] = None
+
+    def discard(self, item) -> None:
+        self._items.pop(item, None)
+
+    def union(self, *others) -> InsertionOrderedSet:
+        return InsertionOrderedSet([*self, *(x for other in others for x in other)])
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(map(repr, self)) + "}"
+
+
+def needs_ordered_sets() -> bool:
+    """True when kfac-jax's tracer orders the layer-tag inputs by a set of variables."""
+    import inspect
+
+    from kfac_jax._src import tracer
+
+    return "list(set(v for v in layer_tag_invars" in inspect.getsource(tracer)
+
+
+def apply() -> bool:
+    """Installs the patches this kfac-jax/jax pair needs; returns whether the first (without
+    which K-FAC fails) is installed."""
+    global _APPLIED
+    if not _APPLIED:
+        from kfac_jax._src import tag_graph_matcher, tracer
+
+        if needs_ordered_sets():
+            tracer.set = InsertionOrderedSet
+        if needs_patch():
+            tag_graph_matcher.eval_jaxpr_eqn = _eval_jaxpr_eqn
+            _APPLIED = True
     return _APPLIED
