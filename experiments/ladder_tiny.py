@@ -38,11 +38,14 @@ NEW_GRIDS = {
 # Where a full scan (2026-12-01, seed 0, the grids above) tuned a new rung to a grid edge, its
 # grid moves one step that way at that batch. First scan: kfac at K=8 (3e-2: 40 iterations, the
 # top), gn_kfac at K=2 and 4 (3e-3, the bottom: 52 and 66 iterations). Second: kfac at K=16
-# (3e-2, the top: 36), gn_kfac at K=4 again (1e-3, the new bottom: 36); these last two moves
-# are not in the report of 2026-12-01 (README), which flags them as edges.
+# (3e-2, the top: 36), gn_kfac at K=4 again (1e-3, the new bottom: 36). Third (gn_kfac
+# refreshing its factors once per outer step): gn_kfac reached the target at no rate of
+# [3e-3, 1e-2, 3e-2] at K=8 and 16 (all three stalled or diverged, as 3e-3 did at K=4), so
+# those grids moved down to K=4's.
+LOW = {INNER_LR: [3e-4, 1e-3, 3e-3]}
 NEW_GRID_AT = {
     "kfac": {8: {LR: [1e-2, 3e-2, 1e-1]}, 16: {LR: [1e-2, 3e-2, 1e-1]}},
-    "gn_kfac": {2: {INNER_LR: [1e-3, 3e-3, 1e-2]}, 4: {INNER_LR: [3e-4, 1e-3, 3e-3]}},
+    "gn_kfac": {2: {INNER_LR: [1e-3, 3e-3, 1e-2]}, 4: LOW, 8: LOW, 16: LOW},
 }
 FACTORED = {"optimizer.kfac.exact_inverses": False}
 OVERRIDES = {
