@@ -56,7 +56,10 @@ GRIDS = {  # Three learning rates per method and batch, a factor ~3 apart.
 # the grid moves up one step at that batch: SOAP at K=2 (3e-2 reached 2.5 at 57.2 interpolated
 # iterations, 1e-2 at 57.8), layerwise GN at K=4 and 8 (1e-2: 66 and 29 iterations; 3e-3: 86
 # and 31). Layerwise GN at K=2 reaches no target within the budget at any rate (2.61 at best).
+# A later scan (Muon's Newton-Schulz in bfloat16, as its reference runs it) put Muon at K=2 on
+# its top edge (0.3), so that grid moved up too.
 GRID_AT = {
+    "muon": {2: {LR: [0.1, 0.3, 1.0]}},
     "soap": {2: {LR: [1e-2, 3e-2, 1e-1]}},
     "layerwise_gn": {4: {INNER_LR: [3e-3, 1e-2, 3e-2]}, 8: {INNER_LR: [3e-3, 1e-2, 3e-2]}},
 }
