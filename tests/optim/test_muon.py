@@ -244,7 +244,8 @@ def test_gn_inner_at_unit_rate_equals_the_optimizer_at_the_inner_rate(inner):
     cfg.gn.inner, cfg.gn.inner_schedule, cfg.gn.inner_warmup_steps = inner, "constant", 0
     cfg.gn.inner_learning_rate, cfg.gn.inner_adam_learning_rate = lr, adam_lr
     cfg.gn.inner_weight_decay = wd
-    tx = _gn_inner(cfg, BuildContext(total_steps=10, micro_batches=2))
+    tx, refresh = _gn_inner(cfg, BuildContext(total_steps=10, micro_batches=2))
+    assert refresh is None  # Only a K-FAC inner is refreshed per outer step.
     kwargs = dict(adam_learning_rate=adam_lr, adam_b1=cfg.gn.inner_b1, adam_b2=cfg.gn.inner_b2)
     if inner == "muon":
         direct = muon(lr, weight_decay=wd, adam_weight_decay=wd, **kwargs)
