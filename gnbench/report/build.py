@@ -125,15 +125,19 @@ def sweep_section(
     h = "#" * level
     done = [r for r in results if r.done]
     diverged = sum(r.status == "diverged" for r in results)
+    collapsed = sum(r.status == "collapsed" for r in results)
     lines = [
         f"{h} gnbench report: {plan['name']}",
         "",
         f"- Target: validation loss ≤ {target:g} nats/token; the cost to target is read at the "
-        "first evaluation at or below it, the same rule for every method and seed.",
+        "crossing, interpolated linearly in the loss between the last evaluation above the "
+        "target and the first at or below it (in every unit), the same rule for every method "
+        "and seed.",
         f"- Budget: {_config_values(sweep.runs, 'train.steps')} iterations; evaluation every "
         f"{_config_values(sweep.runs, 'train.eval_every')} iterations.",
-        f"- Runs: {len(done)}/{len(results)} done ({diverged} diverged); runs not done are "
-        "left out.",
+        f"- Runs: {len(done)}/{len(results)} done ({diverged} diverged, {collapsed} collapsed: "
+        "ended above their first evaluation or at ln V; both count as never reaching the "
+        "target); runs not done are left out.",
     ]
     if seeds is not None:
         extra = plan.get("headline_seeds") or []

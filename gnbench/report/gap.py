@@ -96,27 +96,47 @@ def gap_table(rows: list[GapRow]) -> str:
 
 
 def plot_gap(rows: list[GapRow], path: str | Path) -> Path | None:
+    """Saves :func:`gap_figure` to ``path`` (``None``: nothing to draw)."""
+    from gnbench.report.plots import _save
+
+    fig = gap_figure(rows)
+    return None if fig is None else _save(fig, path)
+
+
+def gap_figure(rows: list[GapRow]) -> Any:
     """Gap closed (iterations) against forward+backward passes per iteration, one point per
-    method with its seed spread (a method whose median never reached the target has no point);
-    ``None`` when no row has both."""
+    method with its seed spread. A seed (or a median) that never reached the target, or whose
+    run diverged or collapsed, closes −∞ of the gap: it is drawn as a downward triangle at the
+    bottom of the plot, labelled −∞, never left out. ``None`` when no row has both a gap and a
+    cost per iteration."""
     from matplotlib.figure import Figure
 
-    from gnbench.report.plots import _colors, _save
+    from gnbench.report.plots import _colors
 
-    points = [r for r in rows if r.gap["step"][0] is not None and math.isfinite(r.gap["step"][0])]
-    points = [r for r in points if r.passes]
+    points = [r for r in rows if r.gap["step"][0] is not None and r.passes]
     if not points:
         return None
+    finite = [v for r in points for v in r.gap["step"] if v is not None and math.isfinite(v)]
+    floor = min([0.0, *finite]) - 0.25  # Where −∞ is drawn.
     fig = Figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
     colors = _colors([r.method for r in rows])
     for r in points:
-        med, lo, hi = r.gap["step"]
-        lo = med if lo is None or not math.isfinite(lo) else lo
-        hi = med if hi is None else hi
-        ax.errorbar(
-            r.passes, med, yerr=[[med - lo], [hi - med]], fmt="o", color=colors[r.method], capsize=3
-        )
+        med, lo, hi = (floor if v is None or not math.isfinite(v) else v for v in r.gap["step"])
+        color = colors[r.method]
+        ax.errorbar(r.passes, med, yerr=[[med - lo], [hi - med]], fmt="o", color=color, capsize=3)
+        for value in r.gap["step"]:
+            if value is not None and not math.isfinite(value):
+                ax.plot(r.passes, floor, marker="v", color=color, ms=8)
+                ax.annotate(
+                    "−∞",
+                    (r.passes, floor),
+                    textcoords="offset points",
+                    xytext=(6, -3),
+                    fontsize=8,
+                    color=color,
+                )
+                break
         ax.annotate(
             r.method, (r.passes, med), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
@@ -127,7 +147,7 @@ def plot_gap(rows: list[GapRow], path: str | Path) -> Path | None:
     ax.set_ylabel("gap closed in iterations (0: AdamW, 1: full GN)")
     ax.set_title("The approximation ladder: gap closed against cost per iteration")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-__all__ = ["GapRow", "closed", "gap_rows", "gap_table", "plot_gap"]
+__all__ = ["GapRow", "closed", "gap_figure", "gap_rows", "gap_table", "plot_gap"]

@@ -1,11 +1,18 @@
-"""What each run achieved: cost to the target in five units, final loss, divergence.
+"""What each run achieved: cost to the target in five units, final loss, failures.
 
-The rule, the same for every method and seed: the crossing is the first evaluation record with
-``val_loss <= target``; its iteration, tokens, compute (forward+backward equivalents of one
-micro-batch) and wall-clock are the run's cost to the target. A run that never crosses costs
-``+inf``. A diverged run (non-finite loss; the trainer stops it) never reaches the target, even if
-an evaluation before the divergence crossed it, and its final loss is ``+inf``. The final loss is
-the last evaluation of the run (the budget end for a finished run).
+The rule, the same for every method and seed: the run crosses the target between the last
+evaluation above it and the first at or below it; its cost in every unit is interpolated linearly
+in the loss between those two records (the *fractional crossing*: a run whose loss falls through
+the target early in an evaluation interval costs less than one that only just gets there), or is
+the first record's cost when no evaluation precedes it. A run that never crosses costs ``+inf``.
+
+Failures count as never reaching the target, whatever an evaluation before the failure showed:
+- ``diverged``: a non-finite loss (the trainer stops the run); its final loss is ``+inf``;
+- ``collapsed``: a run that ends worse than it started (last evaluation above the first), or at
+  ``ln V`` (uniform predictions over a vocabulary of ``V``, to :data:`COLLAPSE_ATOL`): a finite
+  loss that is no finished run.
+
+The final loss is the last evaluation of the run (the budget end for a finished run).
 
 Units are record fields: ``step`` (iterations), ``tokens``, ``flops`` (cumulative FLOPs the
 trainer measured from XLA's cost analysis), ``grad_equivalents`` (compute in forward+backward
@@ -20,6 +27,10 @@ import math
 from typing import Any
 
 from gnbench.report.io import RunFiles, SweepFiles
+
+# A final loss this close to ln V (nats/token) is a collapse to uniform predictions.
+COLLAPSE_ATOL = 1e-3
+FAILED = ("diverged", "collapsed")
 
 # Cost units: record field -> label.
 UNITS = {
@@ -37,15 +48,13 @@ class RunResult:
 
     Attributes:
       id, method, setting, seed, scan_value: from the plan.
-      status: ``finished``, ``diverged`` or ``incomplete`` (no summary yet).
-      to_target: unit -> cost at the first crossing (``inf`` if never reached).
+      status: ``finished``, ``diverged``, ``collapsed`` or ``incomplete`` (no summary yet).
+      to_target: unit -> cost at the fractional crossing (``inf`` if never reached).
       final_val_loss: last evaluation's loss (``inf`` if diverged, ``nan`` with no evaluation).
       evals: the evaluation records, by step.
       tokens_per_iteration: tokens one iteration feeds the optimizer (batch size), or ``None``.
       stage: the plan's stage of the run (``tuning``, ``headline`` or ``variant``).
-      crossing_step: the iteration at which the validation loss crossed the target, linearly
-        interpolated between the last evaluation above it and the first at or below it
-        (``inf`` if never reached); the tuning rule's tie-break (:func:`interpolated_crossing`).
+      crossing_step: the fractional iteration of the crossing, ``to_target["step"]``.
     """
 
     id: str
@@ -68,32 +77,68 @@ class RunResult:
 
     @property
     def done(self) -> bool:
-        """Whether the run has a summary (finished or diverged)."""
-        return self.status in ("finished", "diverged")
+        """Whether the run has a summary (finished, diverged or collapsed)."""
+        return self.status in ("finished", *FAILED)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run diverged or collapsed."""
+        return self.status in FAILED
+
+
+def crossing_fraction(
+    evals: list[dict[str, Any]], target: float
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, float]:
+    """``(previous, crossing, fraction)``: the fractional crossing of ``target``.
+
+    ``crossing`` is the first evaluation at or below the target (``None``: never reached),
+    ``previous`` the last evaluation before it (``None``: none), and ``fraction`` in ``(0, 1]``
+    how far between them the loss, linear between the two, fell through the target.
+
+    Example:
+      >>> prev, cross, f = crossing_fraction([{"step": 0, "val_loss": 5.0},
+      ...     {"step": 4, "val_loss": 3.0}, {"step": 5, "val_loss": 2.0}], 2.5)
+      >>> prev["step"], cross["step"], f
+      (4, 5, 0.5)
+    """
+    crossing = first_crossing(evals, target)
+    if crossing is None:
+        return None, None, 1.0
+    before = [r for r in evals if r["step"] < crossing["step"] and r.get("val_loss") is not None]
+    if not before:
+        return None, crossing, 1.0
+    prev = max(before, key=lambda r: r["step"])
+    drop = prev["val_loss"] - crossing["val_loss"]
+    return prev, crossing, (prev["val_loss"] - target) / drop if drop > 0 else 1.0
 
 
 def interpolated_crossing(evals: list[dict[str, Any]], target: float) -> float:
     """The fractional iteration at which the loss crossed ``target``, ``inf`` if it never did.
-
-    Linear in the loss between the last evaluation above the target and the first at or below
-    it. Two runs that first reach the target at the same evaluation are told apart by how far
-    past it they got: the one whose loss fell through the target earlier wins.
 
     Example:
       >>> interpolated_crossing([{"step": 0, "val_loss": 5.0}, {"step": 4, "val_loss": 3.0},
       ...                        {"step": 5, "val_loss": 2.0}], 2.5)
       4.5
     """
-    crossing = first_crossing(evals, target)
-    if crossing is None:
-        return math.inf
-    before = [r for r in evals if r["step"] < crossing["step"] and r.get("val_loss") is not None]
-    if not before:
-        return float(crossing["step"])
-    prev = max(before, key=lambda r: r["step"])
-    drop = prev["val_loss"] - crossing["val_loss"]
-    fraction = (prev["val_loss"] - target) / drop if drop > 0 else 1.0
-    return prev["step"] + fraction * (crossing["step"] - prev["step"])
+    return interpolated_cost(evals, target, "step")
+
+
+def interpolated_cost(evals: list[dict[str, Any]], target: float, unit: str) -> float:
+    """The cost in ``unit`` at the fractional crossing: ``inf`` if never reached, ``nan`` if the
+    records do not carry ``unit`` (see :func:`cost_at`).
+
+    Example (tokens grow by 100 per iteration; the loss falls through 2.5 halfway in 4 -> 5):
+      >>> evals = [{"step": s, "tokens": 100 * s, "val_loss": v}
+      ...          for s, v in [(0, 5.0), (4, 3.0), (5, 2.0)]]
+      >>> interpolated_cost(evals, 2.5, "tokens")
+      450.0
+    """
+    prev, crossing, fraction = crossing_fraction(evals, target)
+    at = cost_at(crossing, evals, unit)
+    if prev is None or not math.isfinite(at):
+        return at
+    before = prev.get(unit)
+    return math.nan if before is None else float(before) + fraction * (at - float(before))
 
 
 def first_crossing(evals: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
@@ -187,8 +232,10 @@ def run_result(run: RunFiles, target: float) -> RunResult:
     """
     evals = sorted((r for r in run.records if r.get("kind") == "eval"), key=lambda r: r["step"])
     status = "incomplete" if run.summary is None else str(run.summary.get("status", "finished"))
-    crossing = None if status == "diverged" else first_crossing(evals, target)
-    to_target = {u: cost_at(crossing, evals, u) for u in UNITS}
+    if status == "finished" and collapsed(evals, config_value(run.config, "data.vocab_size")):
+        status = "collapsed"
+    reached = status not in FAILED
+    to_target = {u: interpolated_cost(evals, target, u) if reached else math.inf for u in UNITS}
     if status == "diverged":
         final = math.inf
     else:
@@ -206,8 +253,25 @@ def run_result(run: RunFiles, target: float) -> RunResult:
         evals=evals,
         tokens_per_iteration=tokens_per_iteration(run),
         stage=str(entry.get("stage") or "tuning"),
-        crossing_step=math.inf if crossing is None else interpolated_crossing(evals, target),
+        crossing_step=to_target["step"],
     )
+
+
+def collapsed(evals: list[dict[str, Any]], vocab_size: int | None) -> bool:
+    """Whether a run's last evaluation is above its first, or at ``ln vocab_size``.
+
+    Example (a run that reached 4.6 and then fell back to uniform predictions over 256 bytes):
+      >>> collapsed([{"val_loss": 5.6}, {"val_loss": 4.6}, {"val_loss": math.log(256)}], 256)
+      True
+      >>> collapsed([{"val_loss": 5.6}, {"val_loss": 2.4}], 256)
+      False
+    """
+    losses = [e["val_loss"] for e in evals if e.get("val_loss") is not None]
+    if len(losses) < 2 or not all(math.isfinite(x) for x in losses):
+        return False
+    at_uniform = isinstance(vocab_size, int) and vocab_size > 1
+    at_uniform = at_uniform and abs(losses[-1] - math.log(vocab_size)) <= COLLAPSE_ATOL
+    return losses[-1] > losses[0] or at_uniform
 
 
 def sweep_results(sweep: SweepFiles) -> tuple[float, list[RunResult]]:

@@ -22,8 +22,8 @@ def fmt(value: float | None, unit: str = "") -> str:
     """A number for a table cell.
 
     Example:
-      >>> [fmt(12.0, "step"), fmt(131072.0, "tokens"), fmt(2.4567), fmt(math.inf), fmt(None)]
-      ['12', '131k', '2.457', '∞', '—']
+      >>> [fmt(12.0, "step"), fmt(12.34, "step"), fmt(131072.0, "tokens"), fmt(2.4567), fmt(None)]
+      ['12', '12.3', '131k', '2.457', '—']
       >>> [fmt(3.1e12, "flops"), fmt(4.56e9, "flops"), fmt(2e15, "flops"), fmt(math.nan, "flops")]
       ['3.10T', '4.56G', '2.00P', '—']
     """
@@ -31,8 +31,8 @@ def fmt(value: float | None, unit: str = "") -> str:
         return "—"
     if math.isinf(value):
         return "∞" if value > 0 else "-∞"
-    if unit == "step":
-        return f"{value:.0f}"
+    if unit == "step":  # Fractional crossings: one decimal where the count is not whole.
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
     if unit == "tokens":
         if value >= 1e6:
             return f"{value / 1e6:.2f}M"
@@ -123,14 +123,14 @@ def settings_table(results: list[RunResult], scan_value: Any = None) -> str:
       scan_value: restrict to this scan value.
 
     Returns:
-      A Markdown table: method, setting, seeds done, diverged, reached, median iterations to
-      target, median final loss.
+      A Markdown table: method, setting, seeds done, diverged or collapsed, reached, median
+      iterations to target, median final loss.
     """
     head = [
         "method",
         "setting",
         "seeds",
-        "diverged",
+        "diverged or collapsed",
         "reached",
         "median iterations",
         "median final loss",
@@ -140,7 +140,7 @@ def settings_table(results: list[RunResult], scan_value: Any = None) -> str:
         if sv != scan_value:
             continue
         iters, _, final = setting_score(runs)
-        diverged = sum(r.status == "diverged" for r in runs)
+        diverged = sum(r.failed for r in runs)
         cells = [
             method,
             fmt_setting(runs[0].setting),

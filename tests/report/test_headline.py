@@ -262,12 +262,20 @@ def test_gap_closed_on_the_headline_fixture(scan):
     assert gap_rows([h for h in heads if h.method != "gauss_newton"], {}) == []
 
 
-def test_gap_plot_leaves_out_a_method_that_never_reached_the_target(tmp_path):
-    from gnbench.report.gap import GapRow, plot_gap
+def test_gap_plot_draws_never_reaching_seeds_and_methods_at_minus_infinity(tmp_path):
+    from gnbench.report.gap import GapRow, gap_figure, plot_gap
 
     none = (None, None, None)
     reached = GapRow("kfac", {"step": (0.4, -INF, 0.6), "flops": none}, 10.0)
     never = GapRow("diag_gn", {"step": (-INF, -INF, -INF), "flops": none}, 2.7)
-    assert plot_gap([never], tmp_path / "a.png") is None
-    path = plot_gap([reached, never], tmp_path / "b.png")
+    fig = gap_figure([reached, never])
+    (ax,) = fig.axes
+    # Each row with a −∞ (kfac's slowest seed, every diag_gn seed) gets a triangle at the floor,
+    # below every finite value drawn, at its own cost per iteration.
+    triangles = [line for line in ax.get_lines() if line.get_marker() == "v"]
+    assert sorted(float(t.get_xdata()[0]) for t in triangles) == [2.7, 10.0]
+    floors = {float(t.get_ydata()[0]) for t in triangles}
+    assert len(floors) == 1 and floors.pop() < 0
+    assert sum(t.get_text() == "−∞" for t in ax.texts) == 2
+    path = plot_gap([never], tmp_path / "a.png")
     assert path is not None and path.stat().st_size > 0

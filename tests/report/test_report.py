@@ -197,7 +197,7 @@ def test_report_markdown_and_figures(tmp_path):
         " | 2.00× / 1.33× / 0.80× / 1.60× / 1.60× | 0.100 |"
     ) in text
     assert "| adamw | learning_rate=0.003 (edge: high) | 3/3 | 8 [6, 10] |" in text
-    assert "Runs: 12/13 done (1 diverged)" in text and "Tuning rule" in text
+    assert "Runs: 12/13 done (1 diverged, 0 collapsed" in text and "Tuning rule" in text
     for png in ("curves.png", "to_target.png"):
         assert (folder / png).stat().st_size > 1000
 

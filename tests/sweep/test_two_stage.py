@@ -7,13 +7,16 @@ target 2.5 at the first even step >= ln 6 / lr_eff (evaluations every 2 of 10 it
 
     adamw (batch_power 1)  lr 0.1: never, never, 10;  lr 0.3: never, 6, 4  -> K=20, lr 0.3
     gn (batch_power 0)     lr 0.5: 4, 4, 4                          -> tie: K=5 (fewest tokens)
+The report counts the fractional crossing between the evaluations around it (`_fake_crossing`).
 """
 
 import json
+import math
 import sys
 
 import pytest
 
+from gnbench.report.table import fmt
 from gnbench.sweep import SweepError, load_sweep_file, make_plan
 from gnbench.sweep.cli import main
 from tests.sweep.test_sweep import FAKE, invocations, write_sweep
@@ -30,6 +33,20 @@ TWO_STAGE = dict(
     variants={"adamw_v": {"of": "adamw"}},
     scan={"key": "data.micro_batches", "values": [5, 10, 20]},
 )
+
+
+def _fake_crossing(lr: float, seed: int, target: float = 2.5, every: int = 2) -> float:
+    """The fractional crossing of the fake trainer's loss 2 + 3 exp(-lr s) + 0.01 seed,
+    evaluated every ``every`` steps: linear in the loss between the two evaluations around it."""
+    loss = lambda s: 2.0 + 3.0 * math.exp(-lr * s) + 0.01 * seed  # noqa: E731
+    step = next(s for s in range(0, 100, every) if loss(s) <= target)
+    before = step - every
+    return before + every * (loss(before) - target) / (loss(before) - loss(step))
+
+
+def _cell(steps: list[float]) -> str:
+    """median [min, max] as the report prints iterations."""
+    return f"{fmt(sorted(steps)[1], 'step')} [{fmt(min(steps), 'step')}, {fmt(max(steps), 'step')}]"
 
 
 def _entries(plan_json, stage):
@@ -112,9 +129,11 @@ def test_two_stage_sweep_plans_runs_and_reruns_nothing(tmp_path, capsys):
     assert all(v == ["start", "finish"] for v in calls.values())
     report = (sweep_dir / "report.md").read_text()
     assert "## Headline: each method at its own best batch size" in report
-    assert "| adamw | 2k | learning_rate=0.3 (edge: high) | 3/3 | 4 [4, 4] |" in report
-    assert "| gn | 500 | (defaults) | 3/3 | 4 [4, 4] |" in report
-    assert "| adamw_v | adamw | 2k | learning_rate=0.3 (edge: high) | 4 [4, 4] | 3/3 |" in report
+    adamw = _cell([_fake_crossing(0.3 * 20 / 10, seed) for seed in (0, 1, 2)])
+    assert f"| adamw | 2k | learning_rate=0.3 (edge: high) | 3/3 | {adamw} |" in report
+    gn = _cell([_fake_crossing(0.5, seed) for seed in (0, 1, 2)])
+    assert f"| gn | 500 | (defaults) | 3/3 | {gn} |" in report
+    assert f"| adamw_v | adamw | 2k | learning_rate=0.3 (edge: high) | {adamw} | 3/3 |" in report
     assert "— [—, —]" in report  # The fake trainer logs no FLOPs.
     # A rerun of the same command is idempotent: nothing launched, the same plan.
     plan_text = (sweep_dir / "plan.json").read_text()
