@@ -20,6 +20,8 @@ from typing import Any
 from gnbench.report import plots
 from gnbench.report.gap import gap_rows, gap_table, plot_gap
 from gnbench.report.headline import headline, variant_rows
+from gnbench.report.intervals import interval_rows, interval_table
+from gnbench.report.intervals import note as intervals_note
 from gnbench.report.io import atomic_write_text, load_sweep
 from gnbench.report.profile import problem_costs, profile
 from gnbench.report.results import config_value, sweep_results
@@ -156,6 +158,12 @@ def sweep_section(
             "",
             HEADLINE.format(baseline=baseline),
             "",
+            f"{h}## What the headline can claim: scaling fits and 95% intervals",
+            "",
+            interval_table(interval_rows(heads, rows)),
+            "",
+            intervals_note(),
+            "",
             f"{h}## What one iteration reads and costs, at each method's headline point",
             "",
             iteration_cost_table([hr.row for hr in heads], summaries),
@@ -175,8 +183,9 @@ def sweep_section(
                 "",
                 f"Gap closed = ({baseline}'s iterations (or FLOPs) to target − the method's) / "
                 f"({baseline}'s − gauss_newton's), each method at its own headline point, medians; "
-                "0 is the baseline, 1 is full GN; in brackets the same at the method's slowest and "
-                "fastest seed (−∞: a seed that never reached the target); — where full GN is not "
+                "0 is the baseline, 1 is full GN; in brackets its 95% bootstrap interval over the "
+                "seeds of the method, the baseline and full GN (−∞: seeds that never reached the "
+                "target, diverged or collapsed); — where full GN is not "
                 f"ahead of {baseline} in that unit (no gap to close).",
                 "",
             ]

@@ -6,8 +6,11 @@ target), with B the baseline's (AdamW's) headline median and G full GN's:
     gap closed = (B − m) / (B − G)
 
 0 is the baseline, 1 is full GN, above 1 beats full GN, below 0 is worse than the baseline. The
-value uses m's median; its spread is the same ratio at m's fastest and slowest seed (B and G
-fixed at their medians). Undefined (—) when B or G never reached the target, or when full GN
+value uses the three medians; its 95% interval is the percentile bootstrap over seeds
+(gnbench/report/scaling.py): each replicate resamples the seeds of m, of the baseline and of
+full GN (the same resample where m is one of them) and recomputes the fraction. A method whose
+median never reached the target (or diverged, or collapsed) closes −∞; so does an interval
+whose replicates do. Undefined (—) when B or G never reached the target, or when full GN
 is not ahead of the baseline in that unit (B ≤ G: no gap to close; at small scale full GN can
 need fewer iterations but more FLOPs than AdamW, and a fraction of a negative gap reads
 backwards).
@@ -24,7 +27,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gnbench.report.headline import FULL_GN, HeadlineRow
+from gnbench.report.scaling import BOOTSTRAP_REPLICATES, percentile_interval
 from gnbench.report.table import fmt
 
 UNITS = ("step", "flops")
@@ -41,7 +47,8 @@ def closed(value: float, baseline: float, full_gn: float) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class GapRow:
-    """A method's gap closed per unit: ``unit -> (median, slowest seed, fastest seed)``."""
+    """A method's gap closed per unit: ``unit -> (value, 95% low, 95% high)`` (``None``:
+    undefined; ``-inf``: never reached)."""
 
     method: str
     gap: dict[str, tuple[float | None, float | None, float | None]]
@@ -49,20 +56,29 @@ class GapRow:
 
 
 def gap_rows(
-    heads: list[HeadlineRow], summaries: dict[str, dict[str, Any]], baseline: str = "adamw"
+    heads: list[HeadlineRow],
+    summaries: dict[str, dict[str, Any]],
+    baseline: str = "adamw",
+    full_gn: str = FULL_GN,
+    replicates: int = BOOTSTRAP_REPLICATES,
 ) -> list[GapRow]:
-    """Every headline method's gap closed; empty without both the baseline and full GN."""
+    """Every headline method's gap closed with its 95% bootstrap interval; empty without both
+    the baseline and full GN."""
     by_method = {h.method: h.row for h in heads}
-    if baseline not in by_method or FULL_GN not in by_method:
+    if baseline not in by_method or full_gn not in by_method:
         return []
+    rng = np.random.default_rng(0)
     rows = []
     for h in heads:
         gap = {}
         for u in UNITS:
-            b, g = by_method[baseline].to_target[u][0], by_method[FULL_GN].to_target[u][0]
-            med, lo, hi = h.row.to_target[u]
-            # The slowest seed closes the least of the gap: (B - max) / (B - G).
-            gap[u] = (closed(med, b, g), closed(hi, b, g), closed(lo, b, g))
+            samples = {m: [r.to_target[u] for r in by_method[m].runs] for m in (baseline, full_gn)}
+            samples[h.method] = [r.to_target[u] for r in h.row.runs]
+            b, g = by_method[baseline].to_target[u][0], by_method[full_gn].to_target[u][0]
+            value = closed(h.row.to_target[u][0], b, g)
+            gap[u] = (value, *_gap_interval(samples, h.method, baseline, full_gn, replicates, rng))
+            if value is None:
+                gap[u] = (None, None, None)
         costs = [(summaries.get(r.id) or {}).get("cost_per_iteration") for r in h.row.runs]
         cost = next((c for c in costs if c), None)
         passes = cost["step_flops"] / cost["fwd_bwd_flops"] if cost else None
@@ -70,11 +86,37 @@ def gap_rows(
     return rows
 
 
+def _gap_interval(
+    samples: dict[str, list[float]],
+    method: str,
+    baseline: str,
+    full_gn: str,
+    replicates: int,
+    rng: np.random.Generator,
+) -> tuple[float | None, float | None]:
+    """The 95% percentile-bootstrap interval of a method's gap closed (``None`` if undefined)."""
+    medians = {}
+    for name, values in samples.items():  # One resample per method, shared where names repeat.
+        a = np.asarray(values, dtype=float)
+        if a.size == 0 or np.isnan(a).any():
+            return None, None
+        medians[name] = np.median(a[rng.integers(0, a.size, size=(replicates, a.size))], axis=1)
+    b, g, m = medians[baseline], medians[full_gn], medians[method]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(np.isfinite(b) & np.isfinite(g) & (b > g), (b - m) / (b - g), np.nan)
+    fraction = np.where(np.isinf(m) & ~np.isnan(fraction), -np.inf, fraction)
+    fraction = fraction[~np.isnan(fraction)]
+    if fraction.size < replicates / 2:  # Mostly no gap to close: no interval.
+        return None, None
+    lo, hi = percentile_interval(fraction)
+    return lo, hi
+
+
 def _cell(value: tuple[float | None, float | None, float | None]) -> str:
     med, lo, hi = value
     if med is None:
         return "—"
-    text = lambda x: "−∞" if x is None or x == -math.inf else f"{x:.2f}"  # noqa: E731
+    text = lambda x: "—" if x is None else "−∞" if x == -math.inf else f"{x:.2f}"  # noqa: E731
     return f"{text(med)} [{text(lo)}, {text(hi)}]"
 
 
@@ -83,8 +125,8 @@ def gap_table(rows: list[GapRow]) -> str:
     head = [
         "method",
         "forward+backward passes / iteration",
-        "gap closed, iterations [slowest, fastest seed]",
-        "gap closed, FLOPs [slowest, fastest seed]",
+        "gap closed, iterations [95% CI]",
+        "gap closed, FLOPs [95% CI]",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -122,7 +164,9 @@ def gap_figure(rows: list[GapRow]) -> Any:
     ax = fig.subplots()
     colors = _colors([r.method for r in rows])
     for r in points:
-        med, lo, hi = (floor if v is None or not math.isfinite(v) else v for v in r.gap["step"])
+        med = r.gap["step"][0]
+        med, lo, hi = (med if v is None else v for v in r.gap["step"])
+        med, lo, hi = (floor if not math.isfinite(v) else v for v in (med, lo, hi))
         color = colors[r.method]
         ax.errorbar(r.passes, med, yerr=[[med - lo], [hi - med]], fmt="o", color=color, capsize=3)
         for value in r.gap["step"]:

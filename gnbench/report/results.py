@@ -52,7 +52,8 @@ class RunResult:
       to_target: unit -> cost at the fractional crossing (``inf`` if never reached).
       final_val_loss: last evaluation's loss (``inf`` if diverged, ``nan`` with no evaluation).
       evals: the evaluation records, by step.
-      tokens_per_iteration: tokens one iteration feeds the optimizer (batch size), or ``None``.
+      tokens_per_iteration: tokens one iteration reads, line search included (the batch axis of
+        every scan), or ``None`` (:func:`tokens_per_iteration`).
       stage: the plan's stage of the run (``tuning``, ``headline`` or ``variant``).
       crossing_step: the fractional iteration of the crossing, ``to_target["step"]``.
     """
@@ -193,15 +194,22 @@ def config_value(tree: dict[str, Any] | None, path: str) -> Any:
 
 
 def tokens_per_iteration(run: RunFiles) -> float | None:
-    """``micro_batch * seq_len * micro_batches`` from the run's config (the optimizer's batch),
-    else tokens per step of its last training record."""
+    """Tokens one iteration *reads*: the gradient's or inner solve's micro-batches plus the line
+    search's fresh ones (the summary's ``cost_per_iteration``), else tokens per step of the last
+    training record (the trainer counts both), else ``micro_batch * seq_len * micro_batches``
+    from the config (older runs without records: the inner solve only)."""
+    cost = (run.summary or {}).get("cost_per_iteration") or {}
+    if isinstance(cost.get("inner_tokens"), int):
+        return float(cost["inner_tokens"] + int(cost.get("line_search_tokens") or 0))
+    train = [r for r in run.records if r.get("kind") == "train" and r.get("step")]
+    if train and train[-1].get("tokens") is not None:
+        return train[-1]["tokens"] / train[-1]["step"]
     sizes = [
         config_value(run.config, f"data.{k}") for k in ("micro_batch", "seq_len", "micro_batches")
     ]
     if all(isinstance(s, int) for s in sizes):
         return float(sizes[0] * sizes[1] * sizes[2])
-    train = [r for r in run.records if r.get("kind") == "train" and r.get("step")]
-    return train[-1]["tokens"] / train[-1]["step"] if train else None
+    return None
 
 
 def sweep_target(sweep: SweepFiles) -> float:

@@ -114,7 +114,8 @@ class Interval:
         return f"{one(self.value)} [{one(self.lo)}, {one(self.hi)}]"
 
 
-def _percentiles(samples: np.ndarray) -> tuple[float, float]:
+def percentile_interval(samples: np.ndarray) -> tuple[float, float]:
+    """The central 95% of bootstrap ``samples`` (``nan`` ignored; ``±inf`` allowed)."""
     samples = samples[~np.isnan(samples)]
     if samples.size == 0:
         return math.nan, math.nan
@@ -193,7 +194,7 @@ def bootstrap_scaling(
     def interval(j: int, value: float) -> Interval:
         # A failed replicate fit is a curve still in perfect scaling: S_min -> 0, B_noise -> inf.
         col = np.where(np.isnan(reps[:, j]), (0.0, math.inf)[j], reps[:, j])
-        return Interval(value, *_percentiles(col))
+        return Interval(value, *percentile_interval(col))
 
     scanned = (batches[0], batches[-1]) if batches else (math.nan, math.nan)
     return ScalingBootstrap(fit, interval(0, fit.s_min), interval(1, fit.b_noise), reps, scanned)
@@ -231,7 +232,22 @@ def bootstrap_ratio(
     value = _ratio(
         float(_median(np.asarray(numerator, float))), float(_median(np.asarray(denominator, float)))
     )
-    return Interval(value, *_percentiles(ratios))
+    return Interval(value, *percentile_interval(ratios))
+
+
+def bootstrap_median(
+    values: Sequence[float], replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0
+) -> Interval:
+    """The median of ``values`` with its 95% percentile-bootstrap interval.
+
+    Example:
+      >>> m = bootstrap_median([10.0, 12.0, 11.0])
+      >>> m.value, 10.0 <= m.lo <= m.hi <= 12.0
+      (11.0, True)
+    """
+    rng = np.random.default_rng(seed)
+    value = float(_median(np.asarray(values, dtype=float)))
+    return Interval(value, *percentile_interval(_resampled_medians(values, replicates, rng)))
 
 
 def ratio_of_replicates(num: np.ndarray, den: np.ndarray, value: float) -> Interval:
@@ -241,7 +257,7 @@ def ratio_of_replicates(num: np.ndarray, den: np.ndarray, value: float) -> Inter
         ratios = np.where(np.isfinite(den) & (den > 0), num / den, math.nan)
     if np.isnan(ratios).mean() > (1 - CONFIDENCE) / 2:
         return Interval(value, math.nan, math.nan)
-    return Interval(value, *_percentiles(ratios))
+    return Interval(value, *percentile_interval(ratios))
 
 
 def _ratio(a: float, b: float) -> float:
@@ -252,10 +268,12 @@ def _ratio(a: float, b: float) -> float:
 
 __all__ = [
     "Interval",
+    "bootstrap_median",
     "ScalingBootstrap",
     "ScalingFit",
     "bootstrap_ratio",
     "bootstrap_scaling",
     "fit_scaling",
+    "percentile_interval",
     "ratio_of_replicates",
 ]

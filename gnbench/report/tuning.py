@@ -78,7 +78,7 @@ class MethodRow:
 
     @property
     def tokens_per_iteration(self) -> float | None:
-        """Tokens one iteration feeds the optimizer (the batch), or ``None`` if unknown."""
+        """Tokens one iteration reads (line search included), or ``None`` if unknown."""
         return next((r.tokens_per_iteration for r in self.runs if r.tokens_per_iteration), None)
 
 

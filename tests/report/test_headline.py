@@ -1,8 +1,10 @@
 """The headline (each method at its own best batch size), critical batch, variants, grid edges and
 the tuning seeds, against values worked out by hand from tests/report/fixture.py."""
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 
 from gnbench.report import (
@@ -248,15 +250,35 @@ def test_gap_closed_on_the_headline_fixture(scan):
     heads = headline(rows, exclude={"muon_optax"})
     gaps = {g.method: g for g in gap_rows(heads, summaries={})}
     # Headline medians (see test_headline_numbers): adamw 8 it / 16 GFLOPs, GN 2 / 20, muon
-    # 4 / 12; muon's seeds [4, 4, 6]: (8-4)/(8-2) = 2/3, slowest (8-6)/6 = 1/3.
+    # 4 / 12; muon's seeds [4, 4, 6]: (8-4)/(8-2) = 2/3.
     assert gaps["adamw"].gap["step"][0] == 0 and gaps["gauss_newton"].gap["step"][0] == 1
-    assert gaps["muon"].gap["step"] == pytest.approx((2 / 3, 1 / 3, 2 / 3))
+    value, lo, hi = gaps["muon"].gap["step"]
+    assert value == pytest.approx(2 / 3)
+    # The interval against the exact bootstrap distribution, enumerated: every resample of each
+    # method's 3 seeds (27 each, equally likely), the fraction from the three medians.
+    seeds = {h.method: [r.to_target["step"] for r in h.row.runs] for h in heads}
+    medians = {
+        m: [float(np.median(c)) for c in itertools.product(v, repeat=len(v))]
+        for m, v in seeds.items()
+    }
+    exact = np.array(
+        [
+            (b - m) / (b - g)
+            for b in medians["adamw"]
+            for g in medians["gauss_newton"]
+            for m in medians["muon"]
+            if b > g
+        ]
+    )
+    assert lo <= value <= hi and lo in exact and hi in exact
+    assert np.mean(exact < lo) <= 0.05 and np.mean(exact > hi) <= 0.05
+    assert np.mean(exact <= lo) >= 0.01 and np.mean(exact >= hi) >= 0.01
     # In FLOPs GN costs more than AdamW (20 G against 16 G): no gap to close, so no fraction.
     assert gaps["muon"].gap["flops"] == (None, None, None)
     assert closed(INF, 8.0, 2.0) == -INF and closed(3.0, INF, 2.0) is None
     assert closed(3.0, 2.0, 2.0) is None and closed(3.0, 2.0, 4.0) is None
     table = gap_table(list(gaps.values()))
-    assert "| muon | — | 0.67 [0.33, 0.67] | — |" in table
+    assert f"| muon | — | 0.67 [{lo:.2f}, {hi:.2f}] | — |" in table
     never = gap_table([GapRow("m", {"step": (-INF, -INF, -INF), "flops": (None,) * 3}, None)])
     assert "| m | — | −∞ [−∞, −∞] | — |" in never
     assert gap_rows([h for h in heads if h.method != "gauss_newton"], {}) == []
@@ -279,3 +301,22 @@ def test_gap_plot_draws_never_reaching_seeds_and_methods_at_minus_infinity(tmp_p
     assert sum(t.get_text() == "−∞" for t in ax.texts) == 2
     path = plot_gap([never], tmp_path / "a.png")
     assert path is not None and path.stat().st_size > 0
+
+
+def test_interval_rows_flag_an_unresolved_best_batch_and_bootstrap_the_ratios(scan):
+    from gnbench.report.intervals import interval_rows, interval_table
+
+    _, _, rows = scan
+    heads = headline(rows, exclude={"muon_optax"})
+    by = {r.method: r for r in interval_rows(heads, rows)}
+    # GN's fewest iterations sit at the largest batch it was scanned at: not resolved.
+    assert not by["gauss_newton"].interior and by["adamw"].interior
+    steps = {h.method: [r.to_target["step"] for r in h.row.runs] for h in heads}
+    ratio = by["muon"].ratio_gn
+    assert ratio.value == pytest.approx(np.median(steps["muon"]) / np.median(steps["gauss_newton"]))
+    possible = [a / b for a in steps["muon"] for b in steps["gauss_newton"]]
+    assert min(possible) <= ratio.lo <= ratio.value <= ratio.hi <= max(possible)
+    assert by["gauss_newton"].ratio_gn.value == 1.0
+    assert by["muon"].seeds == len(steps["muon"])
+    table = interval_table(list(by.values()))
+    assert "| gauss_newton |" in table and "**no: largest scanned**" in table

@@ -68,9 +68,15 @@ def main(argv):
     lr, seed, steps = config.optimizer.learning_rate, config.seed, config.train.steps
     lr *= (config.data.micro_batches / 10) ** config.fake.batch_power
 
+    d = config.data
+    tokens_per_step = d.micro_batch * d.seq_len * d.micro_batches  # 1000 at the base's K = 10.
+
     def units(step):
         return dict(
-            step=step, tokens=1000 * step, grad_equivalents=8.0 * step, wall_clock=0.5 * step
+            step=step,
+            tokens=tokens_per_step * step,
+            grad_equivalents=8.0 * step,
+            wall_clock=0.5 * step,
         )
 
     def loss(step):

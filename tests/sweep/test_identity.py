@@ -39,7 +39,7 @@ def test_changed_base_makes_new_runs_and_the_report_uses_only_the_current_plan(t
     assert len(calls) == 4 and all(v == ["start", "finish"] for v in calls.values())
     plan = json.loads((sweep_dir / "plan.json").read_text())
     assert sorted(e["id"] for e in plan["runs"]) == sorted(ids(changed))
-    assert "- Runs: 2/2 done (0 diverged)" in (sweep_dir / "report.md").read_text()
+    assert "- Runs: 2/2 done (0 diverged, 0 collapsed" in (sweep_dir / "report.md").read_text()
 
 
 def test_trainer_hashes_like_the_planner_and_wandb_ids_differ_across_sweeps_and_bases(tmp_path):
