@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gnbench.report import plots
+from gnbench.report.baselines import baseline_line
 from gnbench.report.gap import gap_rows, gap_table, plot_gap
 from gnbench.report.headline import headline, variant_rows
 from gnbench.report.intervals import interval_rows, interval_table
@@ -141,6 +142,9 @@ def sweep_section(
         "ended above their first evaluation or at ln V; both count as never reaching the "
         "target); runs not done are left out.",
     ]
+    entropies = baseline_line(sweep.runs, results, target)
+    if entropies:
+        lines.append(entropies)
     if seeds is not None:
         extra = plan.get("headline_seeds") or []
         lines.append(
