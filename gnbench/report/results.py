@@ -56,6 +56,9 @@ class RunResult:
         every scan), or ``None`` (:func:`tokens_per_iteration`).
       stage: the plan's stage of the run (``tuning``, ``headline`` or ``variant``).
       crossing_step: the fractional iteration of the crossing, ``to_target["step"]``.
+      floor_share: the fraction of iterations whose line search took its smallest step size
+        (training records' ``alpha`` at ``alpha_min``), ``None`` for methods without one
+        (:func:`line_search_floor_share`).
     """
 
     id: str
@@ -70,6 +73,7 @@ class RunResult:
     tokens_per_iteration: float | None
     stage: str = "tuning"
     crossing_step: float = math.inf
+    floor_share: float | None = None
 
     @property
     def reached(self) -> bool:
@@ -262,7 +266,29 @@ def run_result(run: RunFiles, target: float) -> RunResult:
         tokens_per_iteration=tokens_per_iteration(run),
         stage=str(entry.get("stage") or "tuning"),
         crossing_step=to_target["step"],
+        floor_share=line_search_floor_share(run.records),
     )
+
+
+def line_search_floor_share(records: list[dict[str, Any]]) -> float | None:
+    """The fraction of training records whose ``alpha`` is at the run's ``alpha_min`` (the line
+    search's smallest step size), ``None`` when no record carries both or the search has one
+    step size only.
+
+    Example:
+      >>> recs = [{"kind": "train", "alpha": a, "alpha_min": 0.25} for a in (1.0, 0.25, 0.25)]
+      >>> round(line_search_floor_share(recs), 3)
+      0.667
+    """
+    pairs = [
+        (r["alpha"], r["alpha_min"])
+        for r in records
+        if r.get("kind") == "train" and r.get("alpha") is not None and r.get("alpha_min")
+    ]
+    pairs = [(a, m) for a, m in pairs if math.isfinite(a) and m < 1.0]
+    if not pairs:
+        return None
+    return sum(a <= m * (1 + 1e-6) for a, m in pairs) / len(pairs)
 
 
 def collapsed(evals: list[dict[str, Any]], vocab_size: int | None) -> bool:

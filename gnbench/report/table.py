@@ -296,6 +296,13 @@ def edges_section(edges: list[GridEdge], scan_key: str | None = None) -> str:
     lines = []
     for e in edges:
         where = "" if e.scan_value is None else f" at {scan_key or 'scan'} = {e.scan_value}"
+        if e.side == "floor":
+            lines.append(
+                f"- {e.method}{where}: the line search took its smallest step size on "
+                f"{e.value:.0%} of iterations (median over seeds; an edge at ≥ 50%: widen its "
+                "range)"
+            )
+            continue
         extreme = "lowest" if e.side == "low" else "highest"
         lines.append(
             f"- {e.method}{where}: {e.key.removeprefix('optimizer.')} = {e.value} is the "
@@ -322,14 +329,16 @@ def iteration_cost_table(rows: list[MethodRow], summaries: dict[str, dict[str, A
         "tokens: line search",
         "FLOPs",
         "forward+backward passes",
+        "iterations at the line search's smallest α",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         costs = [(summaries.get(r.id) or {}).get("cost_per_iteration") for r in row.runs]
         cost = next((c for c in costs if c), None)
-        cells = [row.method] + ["—"] * 4
+        share = row.floor_share
+        cells = [row.method] + ["—"] * 4 + ["—" if share is None else f"{share:.0%}"]
         if cost is not None:
-            cells[1:] = [
+            cells[1:5] = [
                 fmt(float(cost["inner_tokens"]), "tokens"),
                 fmt(float(cost["line_search_tokens"]), "tokens"),
                 fmt(float(cost["step_flops"]), "flops"),

@@ -77,14 +77,26 @@ class MethodRow:
         return spread([r.to_target["step"] for r in self.tuning or self.runs])
 
     @property
+    def floor_share(self) -> float | None:
+        """Median share of iterations at the line search's smallest step (``None``: no search)."""
+        shares = [r.floor_share for r in self.runs if r.floor_share is not None]
+        return median(shares) if shares else None
+
+    @property
     def tokens_per_iteration(self) -> float | None:
         """Tokens one iteration reads (line search included), or ``None`` if unknown."""
         return next((r.tokens_per_iteration for r in self.runs if r.tokens_per_iteration), None)
 
 
+# A line search whose smallest step size is taken on at least this share of a tuned setting's
+# iterations (median over its seeds) is limited by its range: an edge, like a grid's.
+FLOOR_EDGE_SHARE = 0.5
+
+
 @dataclasses.dataclass(frozen=True)
 class GridEdge:
-    """A tuned value at the edge of its grid: ``side`` is ``low`` (the grid's min) or ``high``."""
+    """A tuned value at the edge of its grid: ``side`` is ``low`` (the grid's min) or ``high``;
+    ``floor`` marks a line search at its smallest step size (``value`` is the share of steps)."""
 
     method: str
     scan_value: Any
@@ -248,11 +260,13 @@ def grid_edges(
 
     For each tuned row that reached the target and each numeric grid key with at least two
     distinct values, the row's value is flagged ``low`` if it is the grid's smallest value,
-    ``high`` if its largest. A row whose every setting missed the target is not flagged: no cost
-    in the report comes from it (the scan leaves the point out). The grid of a method is
-    ``grids_at[method][str(scan value)]`` where given, else ``grids[method]`` (``plan.json``'s
-    ``grids_at`` and ``grids``); a method missing there uses the values seen among its runs in
-    ``results`` (or its row's runs without ``results``).
+    ``high`` if its largest. A row whose line search took its smallest step size on at least
+    :data:`FLOOR_EDGE_SHARE` of its iterations (median over seeds) is flagged ``floor``: the
+    search's range, not the method, limited its step. A row whose every setting missed the
+    target is not flagged: no cost in the report comes from it (the scan leaves the point out).
+    The grid of a method is ``grids_at[method][str(scan value)]`` where given, else
+    ``grids[method]`` (``plan.json``'s ``grids_at`` and ``grids``); a method missing there uses
+    the values seen among its runs in ``results`` (or its row's runs without ``results``).
 
     Args:
       rows: tuned rows (any methods, any scan values).
@@ -272,6 +286,10 @@ def grid_edges(
     for row in rows:
         if not any(r.reached for r in row.tuning or row.runs):
             continue
+        if row.floor_share is not None and row.floor_share >= FLOOR_EDGE_SHARE:
+            edges.append(
+                GridEdge(row.method, row.scan_value, "line search α", row.floor_share, "floor")
+            )
         grid = (grids_at or {}).get(row.method, {}).get(str(row.scan_value))
         grid = grid if grid is not None else (grids or {}).get(row.method)
         if grid is None:

@@ -13,7 +13,15 @@ from gnbench.optim.gn.builders import _gn_inner_schedule
 from gnbench.optim.gn.gauss_newton import gauss_newton, line_search_alphas, with_inner_schedule
 from tests.optim.test_curvature import cross_entropy, dense_terms, mlp_apply, setup
 
-METRICS = {"true_loss", "gn_model_before", "gn_model_after", "alpha", "ls_loss", "update_norm"}
+METRICS = {
+    "true_loss",
+    "gn_model_before",
+    "gn_model_after",
+    "alpha",
+    "alpha_min",
+    "ls_loss",
+    "update_norm",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +120,7 @@ def test_line_search_picks_lowest_true_loss():
     best = int(np.argmin(losses))
     assert best > 0, "the test wants a case where alpha=1 is not the best"
     np.testing.assert_allclose(state.metrics["alpha"], alphas[best], rtol=1e-6)
+    np.testing.assert_allclose(state.metrics["alpha_min"], alphas[-1], rtol=1e-6)
     np.testing.assert_allclose(state.metrics["ls_loss"], losses[best], rtol=1e-6)
     np.testing.assert_allclose(updates, alphas[best] * direction, rtol=1e-12)
 

@@ -1,6 +1,7 @@
 """The headline (each method at its own best batch size), critical batch, variants, grid edges and
 the tuning seeds, against values worked out by hand from tests/report/fixture.py."""
 
+import dataclasses
 import itertools
 import math
 
@@ -22,7 +23,7 @@ from gnbench.report.cli import report_main
 from gnbench.report.headline import headline
 from gnbench.report.io import load_sweep
 from gnbench.report.results import RunResult
-from gnbench.report.table import fmt_critical, iteration_cost_table
+from gnbench.report.table import edges_section, fmt_critical, iteration_cost_table
 from tests.report.fixture import (
     ADAMW_A,
     ADAMW_B,
@@ -235,12 +236,34 @@ def test_missing_flops_does_not_crash(tmp_path):
 
 def test_iteration_cost_table_splits_tokens_and_gives_flops_per_iteration():
     gn = _row("gauss_newton", {"lr": 0.003}, steps=[12, 13])
+    # Seeds whose line search took its smallest step on 80% and 40% of iterations: median 60%.
+    shares = zip(gn.runs, (0.8, 0.4), strict=True)
+    gn.runs[:] = [dataclasses.replace(r, floor_share=f) for r, f in shares]
     old = _row("adamw", {"lr": 0.003}, steps=[40])  # A run from a trainer without the record.
     cost = dict(step_flops=1.5e11, fwd_bwd_flops=3e9, inner_tokens=8192, line_search_tokens=8192)
     summaries = {gn.runs[1].id: {"cost_per_iteration": cost}, old.runs[0].id: {}}
     lines = iteration_cost_table([gn, old], summaries).splitlines()
-    assert lines[2] == "| gauss_newton | 8k | 8k | 150.00G | 50.0 |"
-    assert lines[3] == "| adamw | — | — | — | — |"
+    assert lines[2] == "| gauss_newton | 8k | 8k | 150.00G | 50.0 | 60% |"
+    assert lines[3] == "| adamw | — | — | — | — | — |"
+    # At or above half the iterations, the line search's floor is an edge, like a grid's.
+    (edge,) = grid_edges([gn], {})
+    assert (edge.method, edge.side) == ("gauss_newton", "floor")
+    assert edge.value == pytest.approx(0.6)
+    assert "took its smallest step size on 60% of iterations" in edges_section([edge])
+    gn.runs[:] = [dataclasses.replace(r, floor_share=0.3) for r in gn.runs]
+    assert grid_edges([gn], {}) == []
+
+
+def test_line_search_floor_share_from_training_records():
+    from gnbench.report.results import line_search_floor_share
+
+    alphas = [1.0, 0.25, 0.25, 0.5, 0.25000001]
+    records = [{"kind": "train", "alpha": a, "alpha_min": 0.25} for a in alphas]
+    records.append({"kind": "eval", "alpha": 0.25, "alpha_min": 0.25})  # not a step
+    assert line_search_floor_share(records) == pytest.approx(3 / 5)
+    # No line search (alpha_min 1) or a method that logs none: no share.
+    assert line_search_floor_share([{"kind": "train", "alpha": 1.0, "alpha_min": 1.0}]) is None
+    assert line_search_floor_share([{"kind": "train", "loss": 2.0}]) is None
 
 
 def test_gap_closed_on_the_headline_fixture(scan):

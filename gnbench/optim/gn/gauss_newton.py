@@ -51,6 +51,8 @@ averaged over the K micro-batches), ``gn_model_before`` / ``gn_model_after`` (th
 q, including L(f_t) and the damping term, at the first inner iterate on micro-batch 1 and at the
 last iterate whose gradient was taken on micro-batch K: by-products of the gradient evaluations,
 so free but measured on different micro-batches), ``alpha`` (1 without a line search),
+``alpha_min`` (the smallest step size the line search may take: a run whose ``alpha`` sits there
+on most steps is limited by the search's range, an edge of its grid),
 ``ls_loss`` (best line-search loss or nan), ``update_norm`` (‖α d‖), and ``inner_learning_rate``
 when the inner optimizer's state exposes a ``learning_rate``.
 
@@ -277,6 +279,7 @@ def _gn_family(
             gn_model_before=nan,
             gn_model_after=nan,
             alpha=nan,
+            alpha_min=min(alphas, default=1.0),
             ls_loss=nan,
             update_norm=nan,
         )
@@ -380,6 +383,7 @@ def _gn_family(
             gn_model_before=values_K[0],
             gn_model_after=values_K[-1],
             alpha=alpha,
+            alpha_min=min(alphas, default=1.0),
             ls_loss=ls_loss,
             update_norm=optax.tree_utils.tree_norm(new_updates),
         )
