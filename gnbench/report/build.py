@@ -20,7 +20,7 @@ from typing import Any
 from gnbench.report import plots
 from gnbench.report.baselines import baseline_line
 from gnbench.report.gap import gap_rows, gap_table, plot_gap
-from gnbench.report.headline import headline, variant_rows
+from gnbench.report.headline import FULL_GN, headline, variant_rows
 from gnbench.report.intervals import interval_rows, interval_table
 from gnbench.report.intervals import note as intervals_note
 from gnbench.report.io import atomic_write_text, load_sweep
@@ -60,8 +60,8 @@ HEADLINE = (
     "fewer tokens per iteration). Costs are median [min, max] over every seed of that point "
     "(tuning and headline seeds); *reached* counts the seeds that got to the target. FLOPs are "
     "the trainer's cumulative FLOPs measured from XLA (— where the records carry none). "
-    "*Ratio to full GN* = the method's median / gauss_newton's median, each at its own headline "
-    "point (— without gauss_newton). *Speedup* = {baseline}'s headline median / the method's "
+    "*Ratio to full GN* = the method's median / {full_gn}'s median, each at its own headline "
+    "point (— without {full_gn}). *Speedup* = {baseline}'s headline median / the method's "
     "(>x: {baseline} never reached the target, its spend at the budget over the method's "
     "median). *p* = one-sided exact Mann-Whitney U test that the method needs fewer iterations "
     "than {baseline} at {baseline}'s headline point (≥2 seeds on each side). *Critical batch* "
@@ -76,7 +76,7 @@ VARIANTS = (
     "Each variant is tuned at its reference's headline batch size with the tuning and headline "
     "seeds; iterations are median [min, max] over the seeds. *Variant / reference* = the "
     "variant's median iterations / the reference's at the same batch. The last columns show how "
-    "the reference's headline ratio to full GN (its median / gauss_newton's) moves when the "
+    "the reference's headline ratio to full GN (its median / {full_gn}'s) moves when the "
     "variant replaces it."
 )
 COLUMNS = (
@@ -118,6 +118,7 @@ def sweep_section(
     plan = sweep.plan
     target, results = sweep_results(sweep)
     baseline = plan.get("baseline") or "adamw"
+    full_gn = plan.get("full_gn") or FULL_GN  # The far end of the gap (the sweep says which).
     seeds = plan.get("seeds") or None  # Older sweeps: every seed tunes.
     variants = dict(plan.get("variants") or {})
     rows = summarize(results, baseline=baseline, seeds=seeds)
@@ -154,17 +155,17 @@ def sweep_section(
         )
     lines.append("")
     if scan_key and rows:
-        heads = headline(rows, baseline=baseline, exclude=variants)
+        heads = headline(rows, baseline=baseline, exclude=variants, full_gn=full_gn)
         lines += [
             f"{h}# Headline: each method at its own best batch size",
             "",
             headline_table(heads, marks, baseline),
             "",
-            HEADLINE.format(baseline=baseline),
+            HEADLINE.format(baseline=baseline, full_gn=full_gn),
             "",
             f"{h}## What the headline can claim: scaling fits and 95% intervals",
             "",
-            interval_table(interval_rows(heads, rows)),
+            interval_table(interval_rows(heads, rows, full_gn), full_gn),
             "",
             intervals_note(),
             "",
@@ -180,7 +181,7 @@ def sweep_section(
             "seeds; ≥ 50% is an edge: the search's range limited the step).",
             "",
         ]
-        gaps = gap_rows(heads, summaries, baseline)
+        gaps = gap_rows(heads, summaries, baseline, full_gn)
         if gaps:
             lines += [
                 f"{h}## Gap closed: how far each method gets from {baseline} to full GN",
@@ -188,7 +189,7 @@ def sweep_section(
                 gap_table(gaps),
                 "",
                 f"Gap closed = ({baseline}'s iterations (or FLOPs) to target − the method's) / "
-                f"({baseline}'s − gauss_newton's), each method at its own headline point, medians; "
+                f"({baseline}'s − {full_gn}'s), each method at its own headline point, medians; "
                 "0 is the baseline, 1 is full GN; in brackets its 95% bootstrap interval over the "
                 "seeds of the method, the baseline and full GN (−∞: seeds that never reached the "
                 "target, diverged or collapsed); — where full GN is not "
@@ -202,9 +203,9 @@ def sweep_section(
         lines += [
             f"{h}# Variants",
             "",
-            variants_table(variant_rows(rows, variants), marks),
+            variants_table(variant_rows(rows, variants, full_gn), marks),
             "",
-            VARIANTS,
+            VARIANTS.format(full_gn=full_gn),
             "",
         ]
     lines += [

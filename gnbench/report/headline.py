@@ -28,7 +28,7 @@ from typing import Any
 
 from gnbench.report.tuning import MethodRow, p_fewer_iterations, speedup_over
 
-FULL_GN = "gauss_newton"
+FULL_GN = "gauss_newton"  # The default far end of the gap; a sweep names its own (``full_gn``).
 HEADLINE_UNITS = ("step", "flops")  # Units of the ratio-to-full-GN and speedup columns.
 
 
@@ -157,7 +157,10 @@ class HeadlineRow:
 
 
 def headline(
-    rows: list[MethodRow], baseline: str = "adamw", exclude: Collection[str] = ()
+    rows: list[MethodRow],
+    baseline: str = "adamw",
+    exclude: Collection[str] = (),
+    full_gn: str = FULL_GN,
 ) -> list[HeadlineRow]:
     """Every method (but ``exclude``) at its headline point, in method order.
 
@@ -165,9 +168,10 @@ def headline(
       rows: tuned rows of every method at every scan value.
       baseline: the method speedups and p-values compare with (at its own headline point).
       exclude: methods to leave out (variants, tuned at one batch only).
+      full_gn: the method the ratios divide by (the sweep's ``full_gn``).
     """
     heads = headline_rows(rows, exclude)
-    gn, base = heads.get(FULL_GN), heads.get(baseline)
+    gn, base = heads.get(full_gn), heads.get(baseline)
     out = []
     for method, row in heads.items():
         speedup, bound = {}, {}
@@ -210,7 +214,9 @@ class VariantRow:
     ratio_gn_variant: dict[str, float | None]
 
 
-def variant_rows(rows: list[MethodRow], variants: dict[str, str]) -> list[VariantRow]:
+def variant_rows(
+    rows: list[MethodRow], variants: dict[str, str], full_gn: str = FULL_GN
+) -> list[VariantRow]:
     """Each variant (``variant -> reference``) against its reference at the same batch.
 
     A variant's tuned row is its headline row (it runs at one scan value); the reference's row
@@ -218,7 +224,7 @@ def variant_rows(rows: list[MethodRow], variants: dict[str, str]) -> list[Varian
     """
     heads = headline_rows(rows, exclude=variants)
     vheads = headline_rows([r for r in rows if r.method in variants])
-    gn = heads.get(FULL_GN)
+    gn = heads.get(full_gn)
     out = []
     for variant, of in variants.items():
         row = vheads.get(variant)
