@@ -73,6 +73,28 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
+def _evaluate_now(train_cfg: Any, step: int, last_val_loss: float | None) -> bool:
+    """Every ``eval_every`` iterations and at the budget's end; every iteration once the last
+    evaluation is within ``eval_dense_margin`` nats of the target (the crossing then falls
+    between two consecutive iterations whatever ``eval_every`` is).
+
+    Example:
+      >>> import types
+      >>> t = types.SimpleNamespace(eval_every=10, steps=100, target_loss=2.0,
+      ...                           eval_dense_margin=0.1)
+      >>> [_evaluate_now(t, 5, 2.5), _evaluate_now(t, 5, 2.05), _evaluate_now(t, 10, 3.0)]
+      [False, True, True]
+    """
+    if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+        return True
+    margin = train_cfg.eval_dense_margin
+    return (
+        bool(margin)
+        and last_val_loss is not None
+        and (last_val_loss <= train_cfg.target_loss + margin)
+    )
+
+
 def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     """Runs (or resumes) the training run described by ``cfg``; returns its summary.
 
@@ -336,7 +358,7 @@ def _run(
         tracker.log({"kind": "train", **progress.units(step), **metrics})
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tokens_per_step / seconds:.0f}")
         diverged = not math.isfinite(metrics["loss"])
-        if not diverged and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
+        if not diverged and _evaluate_now(cfg.train, step, progress.last_val_loss):
             diverged = not math.isfinite(evaluate(step))
         if diverged:
             status = "diverged"

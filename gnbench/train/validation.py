@@ -72,6 +72,7 @@ POSITIVE_FLOATS = (
     "optimizer.kfac.damping",
 )
 NONNEGATIVE_FLOATS = (
+    "train.eval_dense_margin",
     "optimizer.weight_decay",
     "optimizer.grad_clip",
     "optimizer.muon.adam_weight_decay",

@@ -73,6 +73,18 @@ def test_loss_falls_and_target_crossing_is_first_eval_at_or_below(make_config, t
     # the 8 devices repeats (XLA counts every device's program).
     assert 2.0 < expected["grad_equivalents"] / expected["step"] < 2.5
     assert all(r["val_bpb"] == pytest.approx(r["val_loss"] / np.log(2)) for r in evals)
+    # Dense evaluation near the target: with a margin that step 2's loss is within (step 0's is
+    # not), every iteration after step 2 is evaluated; training and the shared losses are the
+    # same run's.
+    margin = evals[1]["val_loss"] - target + 1e-3
+    assert evals[0]["val_loss"] > target + margin
+    dense = {"train.steps": 6, "train.target_loss": target, "train.eval_dense_margin": margin}
+    train(make_config(tmp_path / "dense", **dense))
+    dense_evals = [r for r in read_metrics(tmp_path / "dense") if r["kind"] == "eval"]
+    assert [r["step"] for r in dense_evals] == [0, 2, 3, 4, 5, 6]
+    by_step = {r["step"]: r["val_loss"] for r in dense_evals}
+    for r in evals:
+        assert by_step[r["step"]] == pytest.approx(r["val_loss"], abs=1e-6)
 
 
 def test_stop_at_target_stops_early(make_config, tmp_path):
