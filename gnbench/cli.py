@@ -175,9 +175,13 @@ def parse_train_config(argv: list[str]):
     keys, sections = _config_keys(base), _sections(base)
     for key, value in overrides:
         if key in sections:
+            own = [k[len(key) + 1 :] for k in keys if k.startswith(key + ".")]
+            leaves = [k for k in own if "." not in k]
+            subs = sorted({k.split(".")[0] + ".*" for k in own if "." in k})
             raise _fail(
-                f"--config.{key} is a section, not a key; set one of its keys, e.g. "
-                f"--config.{next(k for k in keys if k.startswith(key + '.'))}=..."
+                f"--config.{key} is a section, not a key; set one of its keys, "
+                f"--config.{key}.KEY=VALUE with KEY one of: {', '.join(leaves + subs)} "
+                "(every key: gnbench train --help)"
             )
         if key not in keys:
             raise _fail(

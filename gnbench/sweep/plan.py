@@ -174,11 +174,16 @@ def resolved_hash(
     return config_hash(config, init_from_id=init_from_hash)
 
 
-def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
-    """The overrides every run shares and the shared warm-up run (or ``None``)."""
+def _shared_overrides(spec: SweepSpec) -> dict[str, Any]:
     common = dict(spec.overrides)
     if spec.target_loss is not None:
         common["train.target_loss"] = spec.target_loss
+    return common
+
+
+def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
+    """The overrides every run shares and the shared warm-up run (or ``None``)."""
+    common = _shared_overrides(spec)
     warmup = None
     if spec.warmup_steps:
         w_over = {
@@ -197,6 +202,26 @@ def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
             config_hash=digest,
         )
     return common, warmup
+
+
+def warmup_run(spec: SweepSpec) -> Run | None:
+    """The shared warm-up run of ``spec``, or ``None``."""
+    return _common(spec)[1]
+
+
+def run_overrides(
+    spec: SweepSpec, method: str, setting: dict[str, Any], seed: int, scan_value: Any = None
+) -> dict[str, Any]:
+    """Every override of the base config that one run of ``method`` uses (plumbing excluded):
+    the sweep-wide ones, the method's, the grid point, the seed and the scan value's."""
+    common = _shared_overrides(spec)
+    m = spec.methods.get(method) or spec.variants[method]
+    over = {**common, **m.overrides, **setting, "seed": seed}
+    if spec.scan_key is not None:
+        over[spec.scan_key] = scan_value
+        i = spec.scan_values.index(scan_value)
+        over.update({key: values[i] for key, values in spec.scan_with.items()})
+    return over
 
 
 def make_run(
@@ -219,13 +244,8 @@ def make_run(
       >>> make_run(spec, "adamw", {}, 1).id == make_run(spec, "adamw", {}, 1, stage="headline").id
       True
     """
-    common, warmup = _common(spec)
-    m = spec.methods.get(method) or spec.variants[method]
-    over = {**common, **m.overrides, **setting, "seed": seed}
-    if spec.scan_key is not None:
-        over[spec.scan_key] = scan_value
-        i = spec.scan_values.index(scan_value)
-        over.update({key: values[i] for key, values in spec.scan_with.items()})
+    _, warmup = _common(spec)
+    over = run_overrides(spec, method, setting, seed, scan_value)
     digest = resolved_hash(spec, over, warmup.config_hash if warmup else None)
     return Run(
         id=run_id(method, digest),

@@ -141,6 +141,14 @@ def check_writable(workdir: str | os.PathLike) -> None:
             f"train.workdir={str(workdir)!r} is not writable ({probe} denies writing); give "
             "another --config.train.workdir"
         )
+    name_max = os.pathconf(probe, "PC_NAME_MAX")
+    for part in path.relative_to(probe).parts:  # The folders still to create.
+        if len(os.fsencode(part)) > name_max:
+            raise ConfigError(
+                f"train.workdir={str(workdir)!r} cannot be created: the name {part[:20]!r}... "
+                f"is longer than the {name_max} bytes a file name may have here; give a "
+                "shorter --config.train.workdir"
+            )
 
 
 def remove_run_files(workdir: str | os.PathLike) -> list[str]:
@@ -347,11 +355,19 @@ def claim_workdir(
 ) -> tuple[WorkdirLock | None, WorkdirState | None]:
     """Creates the workdir and, on process 0, takes its lock, looks again (under the lock) and
     writes ``identity.json`` and ``config.json`` for a new run (deleting another config's run
-    files first when ``overwrite``). Returns the lock and what was found."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not main_process:
-        return None, None
-    lock = WorkdirLock.acquire(workdir)
+    files first when ``overwrite``). Returns the lock and what was found.
+
+    Raises:
+      ConfigError: a live run holds the workdir, or it cannot be created or written (the
+        operating system said no: permissions, a read-only or full disk); one line.
+    """
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not main_process:
+            return None, None
+        lock = WorkdirLock.acquire(workdir)
+    except OSError as e:
+        raise _unwritable(workdir, e) from None
     try:
         found = inspect_workdir(workdir, identity, overwrite)
         if found.kind == "replace":
@@ -369,7 +385,18 @@ def claim_workdir(
         else:
             identity = found.stored
         found.stored = identity
+    except OSError as e:
+        lock.release()
+        raise _unwritable(workdir, e) from None
     except BaseException:
         lock.release()
         raise
     return lock, found
+
+
+def _unwritable(workdir: Path, e: OSError) -> ConfigError:
+    where = f" ({e.filename})" if e.filename else ""
+    return ConfigError(
+        f"train.workdir={str(workdir)!r} cannot be written: {e.strerror or e}{where}; give "
+        "another --config.train.workdir, or free space / fix permissions and rerun"
+    )
