@@ -203,7 +203,9 @@ def parse_train_config(argv: list[str]):
         cfg.keys()  # A config that failed to load raises only when used.
     except Exception as e:  # What the checks above let through: an ill-typed value.
         text = " ".join(str(e).split())
-        for key, value in overrides:
+        named = [(k, v) for k, v in reversed(overrides) if f"--config.{k}" in text]
+        named.sort(key=lambda kv: f"{kv[1]}" not in text)  # The value the error shows first.
+        for key, value in named:
             if f"--config.{key}=" in text or f"--config.{key} " in text + " ":
                 default = keys[key]
                 raise _fail(

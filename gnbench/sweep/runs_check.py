@@ -19,10 +19,12 @@ from gnbench.train.validation import ConfigError, validate_config
 
 
 def _runs(spec: SweepSpec) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, overrides) of the warm-up and of one run per method or variant, scan value and
-    grid point (seeds are checked by the spec itself)."""
-    from gnbench.sweep.plan import grid_points, run_overrides, warmup_run
+    """(where, overrides): the sweep-wide ones first (their mistakes are named as theirs), the
+    warm-up, then one run per method or variant, scan value and grid point (seeds are checked
+    by the spec itself)."""
+    from gnbench.sweep.plan import _shared_overrides, grid_points, run_overrides, warmup_run
 
+    yield "overrides and target_loss (shared by every run)", _shared_overrides(spec)
     warmup = warmup_run(spec)
     if warmup is not None:
         yield "the warm-up run", warmup.overrides

@@ -396,6 +396,9 @@ def load_sweep_file(path: str | Path, quick: bool = False) -> SweepSpec:
     raw = read_sweep_file(path, quick)
     from gnbench.sweep.runs_check import check_runs
 
-    spec = parse_sweep(raw, path)
+    try:
+        spec = parse_sweep(raw, path)
+    except SweepError as e:
+        raise SweepError(e if str(path) in str(e) else f"{path}: {e}") from None
     check_runs(spec, path)
     return spec

@@ -11,6 +11,7 @@ the tracebacks orbax's leftover reads would print.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -94,6 +95,8 @@ def checkpoint_problem(ckpt_dir: str | os.PathLike) -> tuple[Path, str] | None:
         manager.close()
         return None
     step_dir = ckpt_dir / str(step)
+    absl_log, level = logging.getLogger("absl"), logging.getLogger("absl").level
+    absl_log.setLevel(logging.ERROR)  # Orbax warns about each file a broken checkpoint lacks.
     try:
         with quiet_leftover_reads():
             meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
@@ -105,6 +108,7 @@ def checkpoint_problem(ckpt_dir: str | os.PathLike) -> tuple[Path, str] | None:
         return step_dir, _one_line(e)
     finally:
         manager.close()
+        absl_log.setLevel(level)
     return None
 
 

@@ -90,6 +90,7 @@ def inspect_workdir(
         of a run gnbench cannot identify, or is not a folder.
     """
     workdir = Path(workdir)
+    check_path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(
             f"train.workdir={str(workdir)!r} is a file, not a folder; give a folder path"
@@ -125,30 +126,48 @@ def inspect_workdir(
     return WorkdirState("resume", stored=stored)
 
 
-def check_writable(workdir: str | os.PathLike) -> None:
-    """Fails unless ``workdir`` (or, when missing, its nearest existing parent) is a writable
-    folder; creates nothing."""
-    path = Path(workdir).absolute()
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest existing parent (a name too long to look up counts as missing)."""
     probe = path
-    while not probe.exists():
+    while probe != probe.parent:
+        try:
+            if probe.exists():
+                return probe
+        except OSError:  # ENAMETOOLONG: no such file can exist.
+            pass
         probe = probe.parent
+    return probe
+
+
+def check_path(workdir: str | os.PathLike) -> None:
+    """Fails unless ``workdir`` could be a folder: no file in its path, no name longer than
+    the file system allows; reads only."""
+    path = Path(workdir).absolute()
+    probe = _nearest_existing(path)
     if not probe.is_dir():
         raise ConfigError(
             f"train.workdir={str(workdir)!r} cannot be created: {probe} is a file, not a folder"
-        )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"train.workdir={str(workdir)!r} is not writable ({probe} denies writing); give "
-            "another --config.train.workdir"
         )
     name_max = os.pathconf(probe, "PC_NAME_MAX")
     for part in path.relative_to(probe).parts:  # The folders still to create.
         if len(os.fsencode(part)) > name_max:
             raise ConfigError(
-                f"train.workdir={str(workdir)!r} cannot be created: the name {part[:20]!r}... "
-                f"is longer than the {name_max} bytes a file name may have here; give a "
-                "shorter --config.train.workdir"
+                f"train.workdir={str(workdir)[:60]!r}... cannot be created: the name "
+                f"{part[:20]!r}... is longer than the {name_max} bytes a file name may have "
+                "here; give a shorter --config.train.workdir"
             )
+
+
+def check_writable(workdir: str | os.PathLike) -> None:
+    """Fails unless ``workdir`` (or, when missing, its nearest existing parent) is a writable
+    folder; creates nothing."""
+    check_path(workdir)
+    probe = _nearest_existing(Path(workdir).absolute())
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"train.workdir={str(workdir)!r} is not writable ({probe} denies writing); give "
+            "another --config.train.workdir"
+        )
 
 
 def remove_run_files(workdir: str | os.PathLike) -> list[str]:
