@@ -133,20 +133,20 @@ def test_two_stage_sweep_plans_runs_and_reruns_nothing(tmp_path, capsys):
 def test_a_failed_stage_1_run_holds_only_its_method_and_is_not_retried_twice(tmp_path, capsys):
     methods = {
         "adamw": {"grid": {LR: [0.3]}},
-        "broken": {"overrides": {"fake.crash": True}},
+        "muon": {"overrides": {"fake.crash": True}},
     }
     path = write_sweep(tmp_path, methods=methods, seeds=[0], headline_seeds=[1])
     out = tmp_path / "out"
     argv = [str(path), "--out", str(out), "--no-report"]
     assert main(argv, trainer_cmd=FAKE) == 1
-    assert "stage 2 of broken waits for its 1 stage-1 runs not done yet" in capsys.readouterr().err
+    assert "stage 2 of muon waits for its 1 stage-1 runs not done yet" in capsys.readouterr().err
     sweep_dir = out / "fake"
     plan = json.loads((sweep_dir / "plan.json").read_text())
     assert [(e["method"], e["seed"]) for e in plan["runs"] if e["stage"] == "headline"] == [
         ("adamw", 1)
     ]
     calls = invocations(sweep_dir)
-    broken = next(e["id"] for e in plan["runs"] if e["method"] == "broken")
+    broken = next(e["id"] for e in plan["runs"] if e["method"] == "muon")
     assert calls[broken] == ["start"]  # Not launched again by stage 2 in the same command.
     assert main(argv, trainer_cmd=FAKE) == 1  # A rerun retries it, and only it.
     again = invocations(sweep_dir)
