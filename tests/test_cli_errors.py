@@ -81,6 +81,13 @@ def sweep_file(text=None, **fields):
     return setup
 
 
+def sweep_with_cut_status(tmp, argv):
+    """A valid sweep file whose output folder holds a cut ``status.json``."""
+    sweep_file()(tmp, argv)
+    (tmp / "out" / "s").mkdir(parents=True)
+    (tmp / "out" / "s" / "status.json").write_text('{"runs": {')
+
+
 def sweep_folder(plan=None, metrics=None, summary=None):
     """A finished-looking sweep folder ``{tmp}/sw`` with one run, one of its files replaced."""
 
@@ -214,6 +221,8 @@ CASES = [
     + (sweep_file(),),
     ("sweep-out-a-file", ["sweep", "{tmp}/sweep.py", "--out", "{a_file}"], "is a file, not a")
     + (sweep_file(),),
+    ("sweep-status-cut", ["sweep", "{tmp}/sweep.py", "--out", "{tmp}/out"], "s/status.json can")
+    + (sweep_with_cut_status,),
     # gnbench report: every file it reads is named when it cannot be read.
     ("report-not-a-sweep", ["report", "{root}"], "{root} has no plan.json"),
     ("report-plan-not-json", ["report", "{tmp}/sw"], "{tmp}/sw/plan.json cannot be read")

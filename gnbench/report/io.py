@@ -6,6 +6,9 @@ trainer). Every file gnbench writes goes through a temporary file and ``os.repla
 never sees half a file. ``metrics.jsonl`` is append-only; a run killed mid-line leaves a partial
 last line, and a resumed run re-logs the records after its last checkpoint. :func:`read_jsonl`
 skips the partial line and :func:`dedupe_records` keeps the last record of each (kind, step).
+Anything else that cannot be read as gnbench wrote it (a file that is not JSON, a whole line that
+is not a metrics record, a ``plan.json`` without its runs) raises :class:`CorruptFileError` naming
+the file, and the line.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from gnbench.sweep.executors import EXECUTORS, TRAINER_CMD, make_executor
 from gnbench.sweep.plan import Plan, make_plan, stage2_runs, with_stage2, write_plan
 from gnbench.sweep.reuse import reuse_finished_runs
 from gnbench.sweep.spec import SweepError, SweepSpec, load_sweep_file
+from gnbench.sweep.status import SweepStatus
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -178,6 +179,7 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
         stage1 = make_plan(spec)
         sweep_dir = Path(args.out) / stage1.name
         plan, notes = full_plan(spec, stage1, sweep_dir)  # Reads earlier results, if any.
+        SweepStatus.load(sweep_dir, plan)  # A corrupt status.json or summary fails here.
     except (SweepError, ValueError) as e:
         print(f"gnbench sweep: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

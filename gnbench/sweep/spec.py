@@ -25,7 +25,9 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
 Keys are dotted config paths (nested dicts are flattened, so a ConfigDict can spell them nested).
 A method without ``optimizer.name`` in its overrides runs the optimizer of the same name. Every
 override key is checked against the base config: an unknown key, or a value the field cannot
-hold, fails before anything runs.
+hold, fails before anything runs; :func:`load_sweep_file` then checks every run the sweep can plan
+with the trainer's own checks (:mod:`gnbench.sweep.runs_check`), so an unknown method or a value
+the trainer would refuse fails too, in one line naming the sweep file.
 
 Two stages. Stage 1 (*tuning*) runs every method at every scan value, every grid point and every
 seed of ``seeds``. When the sweep has ``headline_seeds`` or ``variants``, stage 2 is planned from
