@@ -29,9 +29,10 @@ from pathlib import Path
 
 from gnbench.report.build import write_report
 from gnbench.sweep.executors import EXECUTORS, TRAINER_CMD, make_executor
-from gnbench.sweep.plan import Plan, make_plan, stage2_runs, with_stage2, write_plan
+from gnbench.sweep.plan import Plan, make_plan, write_plan
 from gnbench.sweep.reuse import reuse_finished_runs
 from gnbench.sweep.spec import SweepError, SweepSpec, load_sweep_file
+from gnbench.sweep.stage2 import stage2_runs, with_stage2
 from gnbench.sweep.status import SweepStatus
 
 

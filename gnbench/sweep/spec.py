@@ -31,7 +31,7 @@ the trainer would refuse fails too, in one line naming the sweep file.
 
 Two stages. Stage 1 (*tuning*) runs every method at every scan value, every grid point and every
 seed of ``seeds``. When the sweep has ``headline_seeds`` or ``variants``, stage 2 is planned from
-the finished stage-1 results (:func:`gnbench.sweep.plan.stage2_runs`):
+the finished stage-1 results (:func:`gnbench.sweep.stage2.stage2_runs`):
 
 - ``headline_seeds``: seeds (not in ``seeds``) run only at each method's *headline point*: its
   tuned setting (chosen on the ``seeds`` runs alone) at its best scan value (fewest median

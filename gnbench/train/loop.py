@@ -37,12 +37,12 @@ from gnbench.train.step import make_eval_step
 from gnbench.train.validation import ConfigError, validate_config
 from gnbench.train.workdir import (
     WorkdirLock,
-    check_writable,
     claim_workdir,
     has_checkpoint,
     inspect_workdir,
     summary_line,
 )
+from gnbench.train.workdir_path import check_writable
 
 
 def _global_batch(local_KxBxT1: np.ndarray, sharding, global_b: int) -> jax.Array:

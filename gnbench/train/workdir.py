@@ -35,6 +35,7 @@ from gnbench.train.identity import (
 )
 from gnbench.train.metrics import write_json_atomic
 from gnbench.train.validation import ConfigError
+from gnbench.train.workdir_path import check_path, unwritable
 
 LOCK_FILE = ".lock"
 HEARTBEAT_S = 30.0
@@ -124,50 +125,6 @@ def inspect_workdir(
     if summary is not None:
         return WorkdirState("finished", summary=summary, stored=stored)
     return WorkdirState("resume", stored=stored)
-
-
-def _nearest_existing(path: Path) -> Path:
-    """``path`` or its nearest existing parent (a name too long to look up counts as missing)."""
-    probe = path
-    while probe != probe.parent:
-        try:
-            if probe.exists():
-                return probe
-        except OSError:  # ENAMETOOLONG: no such file can exist.
-            pass
-        probe = probe.parent
-    return probe
-
-
-def check_path(workdir: str | os.PathLike) -> None:
-    """Fails unless ``workdir`` could be a folder: no file in its path, no name longer than
-    the file system allows; reads only."""
-    path = Path(workdir).absolute()
-    probe = _nearest_existing(path)
-    if not probe.is_dir():
-        raise ConfigError(
-            f"train.workdir={str(workdir)!r} cannot be created: {probe} is a file, not a folder"
-        )
-    name_max = os.pathconf(probe, "PC_NAME_MAX")
-    for part in path.relative_to(probe).parts:  # The folders still to create.
-        if len(os.fsencode(part)) > name_max:
-            raise ConfigError(
-                f"train.workdir={str(workdir)[:60]!r}... cannot be created: the name "
-                f"{part[:20]!r}... is longer than the {name_max} bytes a file name may have "
-                "here; give a shorter --config.train.workdir"
-            )
-
-
-def check_writable(workdir: str | os.PathLike) -> None:
-    """Fails unless ``workdir`` (or, when missing, its nearest existing parent) is a writable
-    folder; creates nothing."""
-    check_path(workdir)
-    probe = _nearest_existing(Path(workdir).absolute())
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"train.workdir={str(workdir)!r} is not writable ({probe} denies writing); give "
-            "another --config.train.workdir"
-        )
 
 
 def remove_run_files(workdir: str | os.PathLike) -> list[str]:
@@ -386,7 +343,7 @@ def claim_workdir(
             return None, None
         lock = WorkdirLock.acquire(workdir)
     except OSError as e:
-        raise _unwritable(workdir, e) from None
+        raise unwritable(workdir, e) from None
     try:
         found = inspect_workdir(workdir, identity, overwrite)
         if found.kind == "replace":
@@ -406,16 +363,8 @@ def claim_workdir(
         found.stored = identity
     except OSError as e:
         lock.release()
-        raise _unwritable(workdir, e) from None
+        raise unwritable(workdir, e) from None
     except BaseException:
         lock.release()
         raise
     return lock, found
-
-
-def _unwritable(workdir: Path, e: OSError) -> ConfigError:
-    where = f" ({e.filename})" if e.filename else ""
-    return ConfigError(
-        f"train.workdir={str(workdir)!r} cannot be written: {e.strerror or e}{where}; give "
-        "another --config.train.workdir, or free space / fix permissions and rerun"
-    )
