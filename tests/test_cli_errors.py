@@ -122,9 +122,16 @@ def garbage_checkpoint(ckpt):
     (ckpt / "2" / "state" / "_METADATA").write_text('{"tree_metadata": ')
 
 
+def sysfs(tmp, argv):
+    """``/sys`` refuses folders to everyone: root passes the permission check and is refused at
+    the first write (after the model is built), others at the check."""
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys on this system")
+
+
 def read_only_parent(tmp, argv):
     if os.geteuid() == 0:
-        pytest.skip("root writes into a read-only folder; the too-long name case covers root")
+        pytest.skip("root writes into a read-only folder (workdir-refused-by-os covers root)")
     (tmp / "ro").mkdir(mode=0o555)
 
 
@@ -173,6 +180,12 @@ CASES = [
     ("workdir-name-too-long", ["train", "--config.train.workdir={tmp}/{long}"], "is longer th"),
     ("workdir-read-only", ["train", "--config.train.workdir={tmp}/ro/run"], "is not writable")
     + (read_only_parent,),
+    (
+        "workdir-refused-by-os",
+        ["train", "--config.train.workdir=/sys/gnbench-test/run"],
+        "workdir='/sys/gnbench-test/run'",
+    )
+    + (sysfs,),
     ("corrupt-checkpoint", ["train"], "the checkpoint {tmp}/run/ckpt/2 cannot be read")
     + (this_runs_workdir(garbage_checkpoint),),
     # gnbench data.
