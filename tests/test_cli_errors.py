@@ -135,7 +135,7 @@ def read_only_parent(tmp, argv):
     (tmp / "ro").mkdir(mode=0o555)
 
 
-# (case id, command and arguments with {placeholders}, text the line must hold, setup or None).
+# (case id, command and arguments with {placeholders}, text the line must hold[, setup]).
 # `train` cases get a fast valid run's arguments first; an argument "@FILE" replaces --config.
 # Placeholders: the `files` fixture's keys, {tmp} (the case's own folder) and {long} (a name too
 # long for any file system).
