@@ -10,7 +10,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.seed = 0  # PRNG seed: parameter init and data order.
+    c.seed = 0  # PRNG seed (>= 0): parameter init and data order.
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "tiny"  # One of gnbench.model.CONFIGS: tiny, small, 45m, 150m.
@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.tokenizer = "byte"  # byte | bpe (trained locally) | gpt2 (BPE from a vocab file).
     c.data.vocab_size = 256  # Vocabulary for tokenizer=bpe (byte: 256; gpt2: 50257).
     c.data.dir = "data"  # Folder holding prepared token files (one sub-folder per corpus).
-    c.data.seq_len = 64  # T: tokens per training sequence (each sample holds T+1).
+    c.data.seq_len = 64  # T: tokens per training sequence (T+1 per sample); <= the model max_len.
     c.data.micro_batch = 16  # b: sequences per micro-batch (global, across all devices).
     c.data.micro_batches = 8  # K: micro-batches per optimizer iteration (GN inner steps).
     c.data.val_sequences = 64  # Fixed held-out sequences evaluated at every evaluation.
@@ -106,7 +106,7 @@ def get_config() -> ml_collections.ConfigDict:
     # ...and every iteration once the last evaluation is within this many nats of the target
     # (0 = off): a large validation set stays affordable and the crossing is still resolved.
     c.train.eval_dense_margin = 0.0
-    c.train.target_loss = 2.6  # Validation loss (nats/token) whose first crossing is recorded.
+    c.train.target_loss = 2.6  # Validation loss (nats/token, > 0) whose first crossing is recorded.
     c.train.stop_at_target = False  # Stop when the target is reached (default: run the budget).
     c.train.checkpoint_every = 10  # Save an orbax checkpoint every this many iterations.
     c.train.workdir = "runs/default"  # Outputs: config.json, metrics.jsonl, summary.json, ckpt/.

@@ -175,9 +175,13 @@ def parse_train_config(argv: list[str]):
     keys, sections = _config_keys(base), _sections(base)
     for key, value in overrides:
         if key in sections:
+            own = [k[len(key) + 1 :] for k in keys if k.startswith(key + ".")]
+            leaves = [k for k in own if "." not in k]
+            subs = sorted({k.split(".")[0] + ".*" for k in own if "." in k})
             raise _fail(
-                f"--config.{key} is a section, not a key; set one of its keys, e.g. "
-                f"--config.{next(k for k in keys if k.startswith(key + '.'))}=..."
+                f"--config.{key} is a section, not a key; set one of its keys, "
+                f"--config.{key}.KEY=VALUE with KEY one of: {', '.join(leaves + subs)} "
+                "(every key: gnbench train --help)"
             )
         if key not in keys:
             raise _fail(
@@ -199,7 +203,9 @@ def parse_train_config(argv: list[str]):
         cfg.keys()  # A config that failed to load raises only when used.
     except Exception as e:  # What the checks above let through: an ill-typed value.
         text = " ".join(str(e).split())
-        for key, value in overrides:
+        named = [(k, v) for k, v in reversed(overrides) if f"--config.{k}" in text]
+        named.sort(key=lambda kv: f"{kv[1]}" not in text)  # The value the error shows first.
+        for key, value in named:
             if f"--config.{key}=" in text or f"--config.{key} " in text + " ":
                 default = keys[key]
                 raise _fail(

@@ -1,14 +1,20 @@
-"""Every user mistake on ``gnbench train`` (and ``gnbench data prepare --out``) exits non-zero
-with one line on stderr naming the problem, no traceback, and no workdir or file left behind."""
+"""Every user mistake on ``gnbench train | data | sweep | report`` exits non-zero with one line on
+stderr naming the problem (the key, option or file), no traceback, and nothing on disk changed.
 
+One table (:data:`CASES`) drives every kind: a new kind is one line. docs/guarantees.md lists them.
+"""
+
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from gnbench.cli import config_help, main
+from gnbench.cli import config_help, main, parse_train_config
 from gnbench.data import default_data_dir, ensure_prepared
 from gnbench.sweep.spec import REPO_ROOT
+from gnbench.train.identity import IDENTITY_FILE, make_identity
 from tests.english_corpus import write_corpus
 
 TINY = str(REPO_ROOT / "experiments" / "tiny.py")
@@ -21,6 +27,14 @@ FAST = [  # A fast valid run; each case breaks one thing.
     "--config.wandb.mode=disabled",
     "--config.train.progress=false",
 ]
+SWEEP = dict(  # A valid sweep on the tiny experiment; each sweep case breaks one field.
+    name="s",
+    base=TINY,
+    overrides={"train.steps": 2, "data.seq_len": 16},
+    methods={"adamw": {"grid": {"optimizer.learning_rate": [1e-3, 3e-3]}}, "soap": {}},
+    seeds=[0, 1],
+    target_loss=3.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,71 +65,234 @@ def files(tmp_path_factory):
         broken=str(broken),
         no_get_config=str(root / "no_get_config.py"),
         not_callable=str(root / "not_callable.py"),
+        a_file=str(root / "a_file"),
         under_a_file=str(root / "a_file" / "run"),
     )
 
 
-# (case id, arguments after `gnbench train` with {placeholders}, text the line must hold)
+# Setups: write a case's own inputs into its tmp folder, before the disk is snapshotted.
+def sweep_file(text=None, **fields):
+    """A sweep file ``{tmp}/sweep.py``: ``text`` as is, else SWEEP with ``fields`` replaced."""
+
+    def setup(tmp, argv):
+        body = f"def get_sweep(quick=False):\n    return {dict(SWEEP, **fields)!r}\n"
+        (tmp / "sweep.py").write_text(body if text is None else text)
+
+    return setup
+
+
+def sweep_with_cut_status(tmp, argv):
+    """A valid sweep file whose output folder holds a cut ``status.json``."""
+    sweep_file()(tmp, argv)
+    (tmp / "out" / "s").mkdir(parents=True)
+    (tmp / "out" / "s" / "status.json").write_text('{"runs": {')
+
+
+def sweep_folder(plan=None, metrics=None, summary=None):
+    """A finished-looking sweep folder ``{tmp}/sw`` with one run, one of its files replaced."""
+
+    def setup(tmp, argv):
+        run = tmp / "sw" / "runs" / "adamw-0"
+        run.mkdir(parents=True)
+        entry = dict(id="adamw-0", method="adamw", workdir="runs/adamw-0", setting={}, seed=0)
+        default_plan = json.dumps(dict(name="sw", target_loss=3.0, runs=[entry]))
+        (tmp / "sw" / "plan.json").write_text(default_plan if plan is None else plan)
+        record = dict(kind="eval", step=2, val_loss=2.9, tokens=10)
+        (run / "metrics.jsonl").write_text(metrics or json.dumps(record) + "\n")
+        (run / "summary.json").write_text(summary or json.dumps(dict(status="finished")))
+
+    return setup
+
+
+def this_runs_workdir(setup_ckpt):
+    """``{tmp}/run`` holding the run ``argv`` describes (its identity), plus ``setup_ckpt``."""
+
+    def setup(tmp, argv):
+        cfg = parse_train_config(argv)
+        (tmp / "run").mkdir()
+        (tmp / "run" / IDENTITY_FILE).write_text(json.dumps(make_identity(cfg)))
+        setup_ckpt(tmp / "run" / "ckpt")
+
+    return setup
+
+
+def garbage_checkpoint(ckpt):
+    (ckpt / "1" / "state").mkdir(parents=True)  # An earlier step folder, and the newest
+    (ckpt / "2" / "state").mkdir(parents=True)  # one with a cut metadata file.
+    (ckpt / "2" / "state" / "_METADATA").write_text('{"tree_metadata": ')
+
+
+def sysfs(tmp, argv):
+    """``/sys`` refuses folders to everyone: root passes the permission check and is refused at
+    the first write (after the model is built), others at the check."""
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys on this system")
+
+
+def read_only_parent(tmp, argv):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a read-only folder (workdir-refused-by-os covers root)")
+    (tmp / "ro").mkdir(mode=0o555)
+
+
+# (case id, command and arguments with {placeholders}, text the line must hold[, setup]).
+# `train` cases get a fast valid run's arguments first; an argument "@FILE" replaces --config.
+# Placeholders: the `files` fixture's keys, {tmp} (the case's own folder) and {long} (a name too
+# long for any file system).
 CASES = [
-    ("unknown-optimizer", ["--config.optimizer.name=lion"], "unknown optimizer 'lion'"),
-    ("optimizer-typo", ["--config.optimizer.name=adamww"], "did you mean 'adamw'"),
-    ("unknown-model", ["--config.model.name=gpt5"], "unknown model 'gpt5'; known models: tiny"),
-    ("key-typo", ["--config.train.stpes=3"], "unknown config key 'train.stpes' (did you mean"),
-    ("wrong-type", ["--config.train.steps=many"], "train.steps takes an integer"),
-    ("bool-type", ["--config.train.progress=maybe"], "takes true or false"),
-    ("section-as-key", ["--config.optimizer=3"], "--config.optimizer is a section"),
-    ("missing-value", ["--config.train.init_from"], "needs a value"),
-    ("stray-argument", ["--stpes=3"], "unexpected argument '--stpes=3'"),
-    ("no-config", None, "--config FILE is required"),
-    ("bad-config-path", ["@experiments/nope.py"], "config file 'experiments/nope.py' not found"),
-    ("not-python", ["@README.md"], "is not a .py file"),
-    ("config-arg", ["@" + TINY + ":foo"], "get_config() takes no argument"),
-    ("no-get-config", ["@{no_get_config}"], "has no get_config()"),
-    ("get-config-not-callable", ["@{not_callable}"], "get_config that is not a function"),
-    ("steps-zero", ["--config.train.steps=0"], "train.steps=0 must be an integer >= 1"),
-    ("micro-batch-zero", ["--config.data.micro_batch=0"], "data.micro_batch=0 must be"),
-    ("micro-batches-negative", ["--config.data.micro_batches=-1"], "data.micro_batches=-1"),
-    ("seq-len-zero", ["--config.data.seq_len=0"], "data.seq_len=0 must be"),
-    ("lr-zero", ["--config.optimizer.learning_rate=0"], "learning_rate=0.0 must be a finite"),
-    ("lr-nan", ["--config.optimizer.learning_rate=nan"], "learning_rate=nan must be a finite"),
-    ("inner-lr-negative", ["--config.optimizer.gn.inner_learning_rate=-1"], "inner_learning"),
-    ("eval-every-zero", ["--config.train.eval_every=0"], "train.eval_every=0 must be"),
-    ("unknown-schedule", ["--config.optimizer.schedule=cosine"], "unknown schedule 'cosine'"),
-    ("val-below-batch", ["--config.data.val_sequences=4"], "data.val_sequences=4 is fewer"),
-    ("short-corpus", ["--config.data.source={short}"], "is too long for the train split"),
-    ("corrupt-token-file", ["--config.data.source={broken}"], "header.json is corrupt"),
-    ("workdir-under-a-file", ["--config.train.workdir={under_a_file}"], "is a file, not a"),
-    ("init-from-nothing", ["--config.train.init_from={root}"], "has no checkpoint"),
-    ("batch-vs-devices", ["--config.data.micro_batch=12"], "not divisible by the 8 devices"),
+    # gnbench train: names and numbers of the config.
+    ("unknown-optimizer", ["train", "--config.optimizer.name=lion"], "unknown optimizer 'lion'"),
+    ("optimizer-typo", ["train", "--config.optimizer.name=adamww"], "did you mean 'adamw'"),
+    ("unknown-model", ["train", "--config.model.name=gpt5"], "unknown model 'gpt5'; known"),
+    ("key-typo", ["train", "--config.train.stpes=3"], "unknown config key 'train.stpes' (did"),
+    ("wrong-type", ["train", "--config.train.steps=many"], "steps=many: train.steps takes an"),
+    ("bool-type", ["train", "--config.train.progress=maybe"], "progress=maybe: train.progress"),
+    ("section-as-key", ["train", "--config.optimizer=3"], "--config.optimizer is a section"),
+    ("subsection-as-key", ["train", "--config.optimizer.gn=3"], "KEY one of: boundary_off"),
+    ("missing-value", ["train", "--config.train.init_from"], "needs a value"),
+    ("stray-argument", ["train", "--stpes=3"], "unexpected argument '--stpes=3'"),
+    ("no-config", ["train", "@"], "--config FILE is required"),
+    ("bad-config-path", ["train", "@experiments/nope.py"], "'experiments/nope.py' not found"),
+    ("not-python", ["train", "@README.md"], "is not a .py file"),
+    ("config-arg", ["train", "@" + TINY + ":foo"], "get_config() takes no argument"),
+    ("no-get-config", ["train", "@{no_get_config}"], "has no get_config()"),
+    ("get-config-not-callable", ["train", "@{not_callable}"], "get_config that is not a"),
+    ("steps-zero", ["train", "--config.train.steps=0"], "train.steps=0 must be an integer >= 1"),
+    ("micro-batch-zero", ["train", "--config.data.micro_batch=0"], "data.micro_batch=0 must"),
+    ("micro-batches-negative", ["train", "--config.data.micro_batches=-1"], "micro_batches=-1"),
+    ("seq-len-zero", ["train", "--config.data.seq_len=0"], "data.seq_len=0 must be"),
+    ("seq-len-over-context", ["train", "--config.data.seq_len=200"], "longer than the context"),
+    ("seed-negative", ["train", "--config.seed=-1"], "seed=-1 must be an integer >= 0"),
+    ("target-zero", ["train", "--config.train.target_loss=0"], "target_loss=0.0 must be a fini"),
+    ("target-inf", ["train", "--config.train.target_loss=inf"], "target_loss=inf must be a fin"),
+    ("lr-zero", ["train", "--config.optimizer.learning_rate=0"], "learning_rate=0.0 must be"),
+    ("lr-nan", ["train", "--config.optimizer.learning_rate=nan"], "learning_rate=nan must be"),
+    ("inner-lr-negative", ["train", "--config.optimizer.gn.inner_learning_rate=-1"], "inner_le"),
+    ("eval-every-zero", ["train", "--config.train.eval_every=0"], "train.eval_every=0 must be"),
+    ("unknown-schedule", ["train", "--config.optimizer.schedule=cosine"], "schedule 'cosine'"),
+    ("val-below-batch", ["train", "--config.data.val_sequences=4"], "val_sequences=4 is fewer"),
+    ("batch-vs-devices", ["train", "--config.data.micro_batch=12"], "not divisible by the 8 d"),
+    # gnbench train: data, checkpoints and workdirs.
+    ("short-corpus", ["train", "--config.data.source={short}"], "is too long for the train"),
+    ("corrupt-token-file", ["train", "--config.data.source={broken}"], "header.json is corrupt"),
+    ("init-from-nothing", ["train", "--config.train.init_from={root}"], "has no checkpoint"),
+    ("workdir-under-a-file", ["train", "--config.train.workdir={under_a_file}"], "is a file, n"),
+    ("workdir-name-too-long", ["train", "--config.train.workdir={tmp}/{long}"], "is longer th"),
+    ("workdir-read-only", ["train", "--config.train.workdir={tmp}/ro/run"], "is not writable")
+    + (read_only_parent,),
+    (
+        "workdir-refused-by-os",
+        ["train", "--config.train.workdir=/sys/gnbench-test/run"],
+        "workdir='/sys/gnbench-test/run'",
+    )
+    + (sysfs,),
+    ("corrupt-checkpoint", ["train"], "the checkpoint {tmp}/run/ckpt/2 cannot be read")
+    + (this_runs_workdir(garbage_checkpoint),),
+    # gnbench data.
+    ("max-documents-zero", ["data", "prepare", "--max-documents", "0", "--out", "{tmp}/t"], "--m"),
+    ("val-fraction-one", ["data", "prepare", "--val-fraction", "1", "--out", "{tmp}/t"], "[0, 1)"),
+    ("info-not-tokens", ["data", "info", "{root}"], "{root}"),
+    # gnbench sweep: the file, each field, the options; checked before any folder exists.
+    ("sweep-missing", ["sweep", "{tmp}/nope.py"], "{tmp}/nope.py does not exist"),
+    ("sweep-syntax", ["sweep", "{tmp}/sweep.py"], "{tmp}/sweep.py:2: syntax error")
+    + (sweep_file("def get_sweep():\n    return {\n"),),
+    ("sweep-import-fails", ["sweep", "{tmp}/sweep.py"], "sweep.py failed to import: ZeroDiv")
+    + (sweep_file("1 / 0\n"),),
+    ("sweep-no-function", ["sweep", "{tmp}/sweep.py"], "sweep.py has no get_sweep() function")
+    + (sweep_file("get_sweep = {}\n"),),
+    ("sweep-returns-none", ["sweep", "{tmp}/sweep.py"], "get_sweep() returned NoneType, not a")
+    + (sweep_file("def get_sweep():\n    pass\n"),),
+    ("sweep-raises", ["sweep", "{tmp}/sweep.py"], "sweep.py: get_sweep() failed: KeyError")
+    + (sweep_file("def get_sweep():\n    return {}['name']\n"),),
+    ("sweep-unknown-method", ["sweep", "{tmp}/sweep.py"], "method 'lion': unknown optimizer")
+    + (sweep_file(methods={"adamw": {}, "lion": {}}),),
+    ("sweep-baseline", ["sweep", "{tmp}/sweep.py"], "sweep.py: baseline='muon' is not one of")
+    + (sweep_file(baseline="muon"),),
+    ("sweep-grid-value", ["sweep", "{tmp}/sweep.py"], "optimizer.learning_rate=0.0 must be")
+    + (sweep_file(methods={"adamw": {"grid": {"optimizer.learning_rate": [1e-3, 0.0]}}}),),
+    ("sweep-scan-value", ["sweep", "{tmp}/sweep.py"], "at data.micro_batches=0 with optimizer")
+    + (sweep_file(scan={"key": "data.micro_batches", "values": [2, 0]}),),
+    (
+        "sweep-target-negative",
+        ["sweep", "{tmp}/sweep.py"],
+        "shared by every run): train.target_loss=-1.0 must",
+    )
+    + (sweep_file(target_loss=-1),),
+    ("sweep-budget-zero", ["sweep", "{tmp}/sweep.py"], "train.steps=0 must be an integer")
+    + (sweep_file(overrides={"train.steps": 0}),),
+    ("sweep-seq-len", ["sweep", "{tmp}/sweep.py"], "data.seq_len=4096 is longer than the cont")
+    + (sweep_file(overrides={"data.seq_len": 4096}),),
+    ("sweep-seed-negative", ["sweep", "{tmp}/sweep.py"], "sweep.py: seeds: seed -1 is not an")
+    + (sweep_file(seeds=[-1]),),
+    ("sweep-warmup", ["sweep", "{tmp}/sweep.py"], "sweep.py: warmup must be {{'steps'")
+    + (sweep_file(warmup={"step": 3}),),
+    ("sweep-parallel", ["sweep", "{tmp}/sweep.py", "--parallel", "-1"], "--parallel -1 must be")
+    + (sweep_file(),),
+    ("sweep-nodes", ["sweep", "{tmp}/sweep.py", "--executor", "slurm", "--nodes", "0"], "--nod")
+    + (sweep_file(),),
+    ("sweep-executor", ["sweep", "{tmp}/sweep.py", "--executor", "nope"], "unknown executor")
+    + (sweep_file(),),
+    ("sweep-out-a-file", ["sweep", "{tmp}/sweep.py", "--out", "{a_file}"], "is a file, not a")
+    + (sweep_file(),),
+    ("sweep-status-cut", ["sweep", "{tmp}/sweep.py", "--out", "{tmp}/out"], "s/status.json can")
+    + (sweep_with_cut_status,),
+    # gnbench report: every file it reads is named when it cannot be read.
+    ("report-not-a-sweep", ["report", "{root}"], "{root} has no plan.json"),
+    ("report-plan-not-json", ["report", "{tmp}/sw"], "{tmp}/sw/plan.json cannot be read")
+    + (sweep_folder(plan="{not json"),),
+    ("report-plan-corrupt", ["report", "{tmp}/sw"], "{tmp}/sw/plan.json is corrupt (runs=")
+    + (sweep_folder(plan='{"runs": 3}'),),
+    ("report-metrics-corrupt", ["report", "{tmp}/sw"], "metrics.jsonl line 2 is not a metrics")
+    + (sweep_folder(metrics='{"kind": "eval", "step": 0, "val_loss": 3.5}\n{"step": "two"}'),),
+    ("report-summary-corrupt", ["report", "{tmp}/sw"], "adamw-0/summary.json cannot be read")
+    + (sweep_folder(summary="[1,"),),
 ]
 
 
-@pytest.mark.parametrize("args, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_line_and_leaves_nothing(files, tmp_path, capsys, args, expected):
-    workdir = tmp_path / "run"
-    spec = ["--config", TINY]
-    overrides = [
-        *FAST,
-        f"--config.data.source={files['corpus']}",
-        f"--config.data.dir={files['data']}",
-        f"--config.train.workdir={workdir}",
-    ]
-    for a in args or []:  # The case's arguments come last: they win.
-        a = a.format(**files)
-        if a.startswith("@"):
-            spec = ["--config", a[1:]]
-        else:
-            overrides.append(a)
-    argv = overrides if args is None else spec + overrides
-    before = sorted(p for p in Path(files["root"]).rglob("*"))
-    assert main(["train", *argv]) != 0
+def snapshot(*roots):
+    """Every path under ``roots`` with its kind, size, mtime and content hash."""
+    out = {}
+    for root in roots:
+        for p in sorted(Path(root).rglob("*")):
+            st = p.lstat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            out[str(p)] = (p.is_dir(), st.st_size, st.st_mtime_ns, digest)
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(files, tmp_path, capsys, case):
+    _, (command, *args), expected, *setup = case
+    tmp = tmp_path / "case"
+    tmp.mkdir()
+    fill = dict(files, tmp=tmp, long="x" * 300)
+    argv = [a.format(**fill) for a in args]
+    if command == "train":
+        spec = ["--config", TINY]
+        overrides = [
+            *FAST,
+            f"--config.data.source={files['corpus']}",
+            f"--config.data.dir={files['data']}",
+            f"--config.train.workdir={tmp / 'run'}",
+        ]
+        for a in argv:  # The case's arguments come last: they win.
+            if a.startswith("@"):
+                spec = ["--config", a[1:]] if a[1:] else []
+            else:
+                overrides.append(a)
+        argv = spec + overrides
+    if setup:
+        setup[0](tmp, argv)
+    before = snapshot(files["root"], tmp_path)
+    code = main([command, *argv])
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
+    assert code != 0
     assert len(lines) == 1, captured.err
-    assert lines[0].startswith("gnbench train: ") and expected in lines[0], lines[0]
+    assert lines[0].startswith(f"gnbench {command}"), lines[0]
+    assert expected.format(**fill) in lines[0], lines[0]
     assert "Traceback" not in captured.err + captured.out
-    assert not workdir.exists() and not list(tmp_path.iterdir())
-    assert sorted(p for p in Path(files["root"]).rglob("*")) == before
+    assert snapshot(files["root"], tmp_path) == before
 
 
 def test_help_lists_every_key_with_default_and_comment(capsys):

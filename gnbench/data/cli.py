@@ -104,6 +104,21 @@ def _refuse_out(out: Path, args: argparse.Namespace, vocab: int | None) -> str |
     )
 
 
+def _bad_number(args: argparse.Namespace) -> str | None:
+    """Why a number of ``prepare`` or ``info`` cannot be meant (one line), or ``None``."""
+    checks = {  # dest -> (ok, what it must be)
+        "max_documents": (lambda v: v >= 1, "an integer >= 1 (omit it for the whole corpus)"),
+        "vocab_size": (lambda v: v >= 1, "an integer >= 1"),
+        "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+        "sample_tokens": (lambda v: v >= 0, "an integer >= 0"),
+    }
+    for dest, (ok, need) in checks.items():
+        value = getattr(args, dest, None)
+        if value is not None and not ok(value):
+            return f"--{dest.replace('_', '-')} {value} must be {need}"
+    return None
+
+
 def main(argv: list[str]) -> int:
     """Runs ``gnbench data ...``; returns the exit code.
 
@@ -112,6 +127,10 @@ def main(argv: list[str]) -> int:
       0
     """
     args = _parser().parse_args(argv)
+    bad = _bad_number(args)
+    if bad:
+        print(f"gnbench data {args.command}: {bad}", file=sys.stderr)
+        return 2
     if args.command == "prepare":
         vocab = args.vocab_size
         if args.tokenizer == "bpe" and vocab is None:

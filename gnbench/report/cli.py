@@ -15,7 +15,8 @@ def report_main(argv: list[str]) -> int:
       argv: arguments after ``report``, e.g. ``["runs/compare_tiny"]``.
 
     Returns:
-      Exit code: 0 on success, 2 when a folder is not a sweep folder.
+      Exit code: 0 on success, 2 when a folder is not a sweep folder or a file in it is
+      corrupt (one line naming the file).
 
     Example:
       >>> report_main(["runs/compare_tiny", "--out", "reports/tiny.md"])  # doctest: +SKIP
@@ -32,8 +33,8 @@ def report_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         path = write_report(args.folders, args.out)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"gnbench report: {e}", file=sys.stderr)
+    except (OSError, ValueError) as e:  # A folder that is not a sweep's, a corrupt file in it.
+        print(f"gnbench report: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     print(f"report: {path}")
     return 0

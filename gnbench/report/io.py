@@ -6,6 +6,9 @@ trainer). Every file gnbench writes goes through a temporary file and ``os.repla
 never sees half a file. ``metrics.jsonl`` is append-only; a run killed mid-line leaves a partial
 last line, and a resumed run re-logs the records after its last checkpoint. :func:`read_jsonl`
 skips the partial line and :func:`dedupe_records` keeps the last record of each (kind, step).
+Anything else that cannot be read as gnbench wrote it (a file that is not JSON, a whole line that
+is not a metrics record, a ``plan.json`` without its runs) raises :class:`CorruptFileError` naming
+the file, and the line.
 """
 
 from __future__ import annotations
@@ -49,8 +52,15 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+class CorruptFileError(ValueError):
+    """A result file that exists but cannot be read as gnbench wrote it; the message names it."""
+
+
 def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     """The JSON object in ``path``, or ``None`` if the file does not exist.
+
+    Raises:
+      CorruptFileError: the file is not a JSON object (named in the message).
 
     Example:
       >>> read_json("/nonexistent/summary.json") is None
@@ -59,7 +69,33 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(path)
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # Unreadable, not UTF-8 or not JSON.
+        text = " ".join(str(e).split())[:200]
+        raise CorruptFileError(f"{path} cannot be read ({type(e).__name__}: {text})") from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+_NUMBER_FIELDS = ("val_loss", "loss", "tokens", "flops", "grad_equivalents", "wall_clock")
+
+
+def _bad_record(record: Any) -> str | None:
+    """What makes a metrics record unusable (the report reads these fields), or ``None``."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        return f"step={step!r} is not an integer"
+    if record.get("kind") == "eval" and "val_loss" not in record:
+        return "an eval record without val_loss"
+    for key in _NUMBER_FIELDS:
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{key}={value!r} is not a number"
+    return None
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -70,19 +106,34 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 
     Returns:
       The records in file order.
+
+    Raises:
+      CorruptFileError: an unreadable file, or a whole line that is not a metrics record (an
+        object with an integer ``step`` and numbers in its loss and cost fields); the message
+        names the file and the line.
     """
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        text = path.read_text()
+    except (OSError, ValueError) as e:
+        raise CorruptFileError(f"{path} cannot be read ({type(e).__name__}: {e})") from None
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue  # A line cut by a killed process.
+        bad = _bad_record(record)
+        if bad:
+            raise CorruptFileError(
+                f"{path} line {number} is not a metrics record ({bad}); fix or delete that line"
+            )
+        records.append(record)
     return records
 
 
@@ -145,7 +196,31 @@ def load_sweep(folder: str | os.PathLike) -> SweepFiles:
     plan = read_json(folder / "plan.json")
     if plan is None:
         raise FileNotFoundError(f"{folder} has no plan.json: not a sweep folder")
+    bad = _bad_plan(plan)
+    if bad:
+        raise CorruptFileError(
+            f"{folder / 'plan.json'} is corrupt ({bad}); rerun the sweep command to rewrite it"
+        )
     return load_runs(folder, plan)
+
+
+def _bad_plan(plan: dict[str, Any]) -> str | None:
+    """What makes a ``plan.json`` unusable, or ``None``."""
+    runs = plan.get("runs")
+    if not isinstance(runs, list):
+        return f"runs={runs!r} is not a list"
+    for i, entry in enumerate(runs):
+        if not isinstance(entry, dict):
+            return f"runs[{i}] is not an object"
+        for key in ("id", "method", "workdir"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                return f"runs[{i}].{key}={entry.get(key)!r} is not a name"
+        if not isinstance(entry.get("setting", {}), dict):
+            return f"runs[{i}].setting is not an object"
+    target = plan.get("target_loss")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        return f"target_loss={target!r} is not a number"
+    return None
 
 
 def load_runs(folder: str | os.PathLike, plan: dict[str, Any]) -> SweepFiles:

@@ -24,11 +24,10 @@ from gnbench.sweep.plan import (
     make_run,
     run_args,
     run_id,
-    stage2_runs,
-    with_stage2,
     write_plan,
 )
 from gnbench.sweep.spec import SweepError, SweepSpec, load_sweep_file
+from gnbench.sweep.stage2 import stage2_runs, with_stage2
 
 __all__ = [
     "EXECUTORS",

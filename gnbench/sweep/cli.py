@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import shlex
 import sys
 from pathlib import Path
 
 from gnbench.report.build import write_report
 from gnbench.sweep.executors import EXECUTORS, TRAINER_CMD, make_executor
-from gnbench.sweep.plan import Plan, make_plan, stage2_runs, with_stage2, write_plan
+from gnbench.sweep.plan import Plan, make_plan, write_plan
 from gnbench.sweep.reuse import reuse_finished_runs
 from gnbench.sweep.spec import SweepError, SweepSpec, load_sweep_file
+from gnbench.sweep.stage2 import stage2_runs, with_stage2
+from gnbench.sweep.status import SweepStatus
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,6 +101,27 @@ SLURM_FLAGS = {  # argparse dest -> SlurmExecutor keyword
 }
 
 
+def _bad_option(args: argparse.Namespace) -> str | None:
+    """Why an option cannot be meant (one line), or ``None``; looks at the disk, writes nothing."""
+    at_least_one = ("parallel", "cpus_per_task", "nodes", "ntasks_per_node")
+    for dest in at_least_one:
+        value = getattr(args, dest)
+        if value is not None and value < 1:
+            return f"--{dest.replace('_', '-')} {value} must be an integer >= 1"
+    poll = args.poll_seconds
+    if poll is not None and not (math.isfinite(poll) and poll > 0):
+        return f"--poll-seconds {poll} must be a number > 0"
+    out = Path(args.out).absolute()
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"--out {args.out} cannot be created: {probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"--out {args.out} is not writable ({probe} denies writing); give another --out"
+    return None
+
+
 def full_plan(spec: SweepSpec, stage1: Plan, sweep_dir: Path) -> tuple[Plan, list[str]]:
     """Stage 1 plus the stage-2 runs the results under ``sweep_dir`` determine so far."""
     if not spec.two_stage:
@@ -135,10 +160,17 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.trainer_cmd:
         trainer_cmd = shlex.split(args.trainer_cmd)
-    slurm = {kw: getattr(args, dest) for dest, kw in SLURM_FLAGS.items() if getattr(args, dest)}
+    given = [
+        d for d in SLURM_FLAGS if getattr(args, d) is not None and getattr(args, d) is not False
+    ]
+    slurm = {SLURM_FLAGS[dest]: getattr(args, dest) for dest in given}
     if slurm and args.executor != "slurm":
-        flags = ", ".join("--" + d.replace("_", "-") for d in SLURM_FLAGS if getattr(args, d))
+        flags = ", ".join("--" + d.replace("_", "-") for d in given)
         print(f"gnbench sweep: {flags} only apply to --executor slurm", file=sys.stderr)
+        return 2
+    bad = _bad_option(args)
+    if bad:
+        print(f"gnbench sweep: {bad}", file=sys.stderr)
         return 2
     try:
         executor = make_executor(
@@ -146,11 +178,12 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
         )
         spec = load_sweep_file(args.sweep_file, quick=args.quick)
         stage1 = make_plan(spec)
+        sweep_dir = Path(args.out) / stage1.name
+        plan, notes = full_plan(spec, stage1, sweep_dir)  # Reads earlier results, if any.
+        SweepStatus.load(sweep_dir, plan)  # A corrupt status.json or summary fails here.
     except (SweepError, ValueError) as e:
-        print(f"gnbench sweep: {e}", file=sys.stderr)
+        print(f"gnbench sweep: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    sweep_dir = Path(args.out) / stage1.name
-    plan, notes = full_plan(spec, stage1, sweep_dir)
     if args.executor == "dry-run" or args.slurm_dry_run:
         executor.execute(plan, sweep_dir)
         return 0

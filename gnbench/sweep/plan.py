@@ -13,8 +13,8 @@ Run folders are ``<out>/<name>/runs/<run id>``; the plan is ``<out>/<name>/plan.
 
 Stages. :func:`make_plan` gives stage 1 (``stage: "tuning"``): every method at every scan value,
 grid point and seed of ``seeds``. A sweep with ``headline_seeds`` or ``variants`` gets stage 2 from
-:func:`stage2_runs`, planned from the finished stage-1 results with the report's own tuning code
-(:func:`gnbench.report.tuning.summarize` on the tuning seeds, then
+:func:`gnbench.sweep.stage2.stage2_runs`, planned from the finished stage-1 results with the
+report's own tuning code (:func:`gnbench.report.tuning.summarize` on the tuning seeds, then
 :func:`gnbench.report.headline.headline_rows`):
 
 - ``stage: "headline"``: each method's tuned setting at its best scan value, one run per seed of
@@ -37,10 +37,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gnbench.report.headline import headline_rows
-from gnbench.report.io import atomic_write_json, load_runs
-from gnbench.report.results import sweep_results
-from gnbench.report.tuning import summarize
+from gnbench.report.io import atomic_write_json
 from gnbench.sweep.spec import SweepSpec, check_overrides, flatten
 from gnbench.train.identity import INIT_FROM, config_hash
 
@@ -174,11 +171,16 @@ def resolved_hash(
     return config_hash(config, init_from_id=init_from_hash)
 
 
-def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
-    """The overrides every run shares and the shared warm-up run (or ``None``)."""
+def _shared_overrides(spec: SweepSpec) -> dict[str, Any]:
     common = dict(spec.overrides)
     if spec.target_loss is not None:
         common["train.target_loss"] = spec.target_loss
+    return common
+
+
+def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
+    """The overrides every run shares and the shared warm-up run (or ``None``)."""
+    common = _shared_overrides(spec)
     warmup = None
     if spec.warmup_steps:
         w_over = {
@@ -197,6 +199,26 @@ def _common(spec: SweepSpec) -> tuple[dict[str, Any], Run | None]:
             config_hash=digest,
         )
     return common, warmup
+
+
+def warmup_run(spec: SweepSpec) -> Run | None:
+    """The shared warm-up run of ``spec``, or ``None``."""
+    return _common(spec)[1]
+
+
+def run_overrides(
+    spec: SweepSpec, method: str, setting: dict[str, Any], seed: int, scan_value: Any = None
+) -> dict[str, Any]:
+    """Every override of the base config that one run of ``method`` uses (plumbing excluded):
+    the sweep-wide ones, the method's, the grid point, the seed and the scan value's."""
+    common = _shared_overrides(spec)
+    m = spec.methods.get(method) or spec.variants[method]
+    over = {**common, **m.overrides, **setting, "seed": seed}
+    if spec.scan_key is not None:
+        over[spec.scan_key] = scan_value
+        i = spec.scan_values.index(scan_value)
+        over.update({key: values[i] for key, values in spec.scan_with.items()})
+    return over
 
 
 def make_run(
@@ -219,13 +241,8 @@ def make_run(
       >>> make_run(spec, "adamw", {}, 1).id == make_run(spec, "adamw", {}, 1, stage="headline").id
       True
     """
-    common, warmup = _common(spec)
-    m = spec.methods.get(method) or spec.variants[method]
-    over = {**common, **m.overrides, **setting, "seed": seed}
-    if spec.scan_key is not None:
-        over[spec.scan_key] = scan_value
-        i = spec.scan_values.index(scan_value)
-        over.update({key: values[i] for key, values in spec.scan_with.items()})
+    _, warmup = _common(spec)
+    over = run_overrides(spec, method, setting, seed, scan_value)
     digest = resolved_hash(spec, over, warmup.config_hash if warmup else None)
     return Run(
         id=run_id(method, digest),
@@ -266,7 +283,7 @@ def make_plan(spec: SweepSpec) -> Plan:
 
     Returns:
       The :class:`Plan`, runs in a fixed order. Stage 2 (if the sweep has one) comes later from
-      :func:`stage2_runs` and :func:`with_stage2`.
+      :func:`gnbench.sweep.stage2.stage2_runs` and :func:`~gnbench.sweep.stage2.with_stage2`.
     """
     _, warmup = _common(spec)
     runs = [
@@ -291,70 +308,6 @@ def make_plan(spec: SweepSpec) -> Plan:
         grids_at=spec.grids_at(),
         variants={v: vs.of for v, vs in spec.variants.items()},
     )
-
-
-def stage2_runs(spec: SweepSpec, plan: Plan, sweep_dir: str | Path) -> tuple[list[Run], list[str]]:
-    """The stage-2 runs that the stage-1 results on disk determine so far.
-
-    Reads the stage-1 runs of ``plan`` under ``sweep_dir`` (writes nothing), tunes every method
-    with the report's rule on the tuning seeds and takes each method's headline point
-    (:func:`gnbench.report.headline.headline_rows`). A method's headline runs (and the variants of
-    it) are planned only when every one of its stage-1 runs is done, so results still to come can
-    never move them.
-
-    Args:
-      spec: the sweep.
-      plan: its stage 1 (:func:`make_plan`); stage-2 runs in it are ignored.
-      sweep_dir: the sweep folder.
-
-    Returns:
-      ``(stage-2 runs in a fixed order, notes on methods whose stage 2 waits)``.
-    """
-    if not spec.two_stage:
-        return [], []
-    stage1 = dataclasses.replace(plan, runs=[r for r in plan.runs if r.stage == "tuning"])
-    sweep = load_runs(sweep_dir, plan_to_json(stage1))
-    pending = {m: 0 for m in spec.methods}
-    for r in sweep.runs:
-        if r.summary is None:
-            pending[r.entry["method"]] += 1
-    needed = set(spec.methods if spec.headline_seeds else ()) | {
-        v.of for v in spec.variants.values()
-    }
-    ready = {m for m in needed if pending[m] == 0}
-    notes = [
-        f"stage 2 of {m} waits for its {pending[m]} stage-1 runs not done yet"
-        for m in spec.methods
-        if m in needed and m not in ready
-    ]
-    if not ready:
-        return [], notes
-    _, results = sweep_results(sweep)
-    heads = headline_rows(summarize(results, baseline=spec.baseline, seeds=spec.seeds))
-    runs = []
-    for method in spec.methods:
-        if spec.headline_seeds and method in ready and method in heads:
-            head = heads[method]
-            runs += [
-                make_run(spec, method, head.setting, seed, head.scan_value, "headline")
-                for seed in spec.headline_seeds
-            ]
-    for variant, v in spec.variants.items():
-        if v.of in ready and v.of in heads:
-            scan_value = heads[v.of].scan_value
-            runs += [
-                make_run(spec, variant, setting, seed, scan_value, "variant")
-                for setting in grid_points(v.grid_for(scan_value))
-                for seed in spec.seeds + spec.headline_seeds
-            ]
-    return runs, notes
-
-
-def with_stage2(plan: Plan, runs: list[Run]) -> Plan:
-    """``plan``'s stage-1 runs followed by the stage-2 ``runs``."""
-    runs = [r for r in plan.runs if r.stage == "tuning"] + list(runs)
-    _check_unique(runs)
-    return dataclasses.replace(plan, runs=runs)
 
 
 def format_value(value: Any) -> str:

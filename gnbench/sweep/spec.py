@@ -25,11 +25,13 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
 Keys are dotted config paths (nested dicts are flattened, so a ConfigDict can spell them nested).
 A method without ``optimizer.name`` in its overrides runs the optimizer of the same name. Every
 override key is checked against the base config: an unknown key, or a value the field cannot
-hold, fails before anything runs.
+hold, fails before anything runs; :func:`load_sweep_file` then checks every run the sweep can plan
+with the trainer's own checks (:mod:`gnbench.sweep.runs_check`), so an unknown method or a value
+the trainer would refuse fails too, in one line naming the sweep file.
 
 Two stages. Stage 1 (*tuning*) runs every method at every scan value, every grid point and every
 seed of ``seeds``. When the sweep has ``headline_seeds`` or ``variants``, stage 2 is planned from
-the finished stage-1 results (:func:`gnbench.sweep.plan.stage2_runs`):
+the finished stage-1 results (:func:`gnbench.sweep.stage2.stage2_runs`):
 
 - ``headline_seeds``: seeds (not in ``seeds``) run only at each method's *headline point*: its
   tuned setting (chosen on the ``seeds`` runs alone) at its best scan value (fewest median
@@ -44,18 +46,22 @@ the finished stage-1 results (:func:`gnbench.sweep.plan.stage2_runs`):
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import importlib.util
-import inspect
-import sys
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from gnbench.sweep.files import (  # noqa: F401  (REPO_ROOT, SweepError: imported from here)
+    REPO_ROOT,
+    SweepError,
+    load_config_file,
+    read_sweep_file,
+    resolve_base,
+)
+from gnbench.train.validation import suggestion
+
 SCALAR_TYPES = (bool, int, float, str, type(None))
 _TOP_KEYS = {
     "name",
@@ -71,10 +77,6 @@ _TOP_KEYS = {
     "variants",
     "reuse",
 }
-
-
-class SweepError(ValueError):
-    """A sweep file that cannot be planned (unknown key, bad value, missing field)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,37 +161,6 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _load_module(path: Path, name: str) -> Any:
-    """Imports a Python file by path, with its folder and the repo root on ``sys.path``."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SweepError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    added = [p for p in (str(path.parent), str(REPO_ROOT)) if p not in sys.path]
-    sys.path[:0] = added
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        for p in added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(p)
-    return module
-
-
-def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
-    """The ``get_config()`` of an experiment file.
-
-    Example:
-      >>> cfg = load_config_file(REPO_ROOT / "experiments" / "base.py")
-      >>> "optimizer" in cfg
-      True
-    """
-    module = _load_module(Path(path), f"_gnbench_config_{Path(path).stem}")
-    if not hasattr(module, "get_config"):
-        raise SweepError(f"{path} has no get_config()")
-    return module.get_config()
-
-
 def check_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any], where: str):
     """Applies ``overrides`` to a copy of ``config``; fails naming any key or value it rejects.
 
@@ -223,15 +194,6 @@ def check_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]
     return config
 
 
-def resolve_base(base: str, sweep_file: Path) -> Path:
-    """The experiment file ``base`` names: relative to the sweep file, else to the repo root."""
-    for root in (sweep_file.parent, REPO_ROOT, Path.cwd()):
-        candidate = (root / base).resolve()
-        if candidate.exists():
-            return candidate
-    raise SweepError(f"base config {base!r} not found next to {sweep_file} nor in {REPO_ROOT}")
-
-
 def _as_list(value: Any, where: str) -> list[Any]:
     if isinstance(value, (list, tuple)) and len(value) > 0:
         return list(value)
@@ -244,8 +206,8 @@ def _seeds(value: Any, where: str, empty_ok: bool = False) -> list[int]:
         return []
     seeds = _as_list(value, where)
     for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int):
-            raise SweepError(f"{where}: seed {s!r} is not an integer")
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise SweepError(f"{where}: seed {s!r} is not an integer >= 0")
     dup = sorted({s for s in seeds if seeds.count(s) > 1})
     if dup:
         raise SweepError(f"{where}: seeds {dup} appear more than once")
@@ -347,6 +309,25 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
             overrides=m.overrides, grid=m.grid, grid_at=m.grid_at, of=of
         )
     warmup = raw.get("warmup")
+    if warmup and (
+        not isinstance(warmup, dict)
+        or not {"steps"} <= set(warmup) <= {"steps", "overrides"}
+        or isinstance(warmup["steps"], bool)
+        or not isinstance(warmup["steps"], int)
+    ):
+        raise SweepError(
+            f"warmup must be {{'steps': N, 'overrides': {{...}}}} ('overrides' optional, N an "
+            f"integer), got {warmup!r}"
+        )
+    target = raw.get("target_loss")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        raise SweepError(f"target_loss={target!r} must be a number (a validation loss), or None")
+    baseline = raw.get("baseline", "adamw")
+    if "baseline" in raw and baseline not in methods:
+        raise SweepError(
+            f"baseline={baseline!r} is not one of the sweep's methods; valid: "
+            f"{', '.join(methods)}{suggestion(str(baseline), list(methods))}"
+        )
     reuse = raw.get("reuse") or []
     if isinstance(reuse, str) or not all(isinstance(r, str) and r for r in reuse):
         raise SweepError(f"reuse must be a list of sweep names, got {reuse!r}")
@@ -359,7 +340,7 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         target_loss=None if raw.get("target_loss") is None else float(raw["target_loss"]),
         warmup_steps=None if not warmup else int(warmup["steps"]),
         warmup_overrides=flatten((warmup or {}).get("overrides")),
-        baseline=str(raw.get("baseline", "adamw")),
+        baseline=str(baseline),
         headline_seeds=headline_seeds,
         variants=variants,
         reuse=list(reuse),
@@ -414,15 +395,12 @@ def load_sweep_file(path: str | Path, quick: bool = False) -> SweepSpec:
       >>> spec = load_sweep_file("experiments/compare_tiny.py", quick=True)  # doctest: +SKIP
     """
     path = Path(path).resolve()
-    if not path.exists():
-        raise SweepError(f"sweep file {path} does not exist")
-    module = _load_module(path, f"_gnbench_sweep_{path.stem}")
-    if not hasattr(module, "get_sweep"):
-        raise SweepError(f"{path} has no get_sweep()")
-    if quick:
-        if "quick" not in inspect.signature(module.get_sweep).parameters:
-            raise SweepError(f"{path}: get_sweep() takes no `quick` argument")
-        raw = module.get_sweep(quick=True)
-    else:
-        raw = module.get_sweep()
-    return parse_sweep(raw, path)
+    raw = read_sweep_file(path, quick)
+    from gnbench.sweep.runs_check import check_runs
+
+    try:
+        spec = parse_sweep(raw, path)
+    except SweepError as e:
+        raise SweepError(e if str(path) in str(e) else f"{path}: {e}") from None
+    check_runs(spec, path)
+    return spec

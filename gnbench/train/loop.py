@@ -27,7 +27,7 @@ from gnbench.distributed import first_process_first
 from gnbench.model import get_model_config
 from gnbench.model.sharding import batch_sharding, make_mesh
 from gnbench.tracking import JsonlTracker, MultiTracker, WandbTracker
-from gnbench.train.checkpoint import Checkpointer
+from gnbench.train.checkpoint import Checkpointer, checkpoint_problem, quiet_leftover_reads
 from gnbench.train.identity import init_from_identity, make_identity, wandb_init_args
 from gnbench.train.init_from import load_init_params
 from gnbench.train.method_step import MethodStep
@@ -37,12 +37,12 @@ from gnbench.train.step import make_eval_step
 from gnbench.train.validation import ConfigError, validate_config
 from gnbench.train.workdir import (
     WorkdirLock,
-    check_writable,
     claim_workdir,
     has_checkpoint,
     inspect_workdir,
     summary_line,
 )
+from gnbench.train.workdir_path import check_writable
 
 
 def _global_batch(local_KxBxT1: np.ndarray, sharding, global_b: int) -> jax.Array:
@@ -133,6 +133,15 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     if main_process and workdir.is_dir():
         WorkdirLock.check(workdir)
     check_writable(workdir)
+    resuming = found.kind == "resume" and has_checkpoint(workdir / "ckpt")
+    if resuming:  # Checkpoints are read before anything is built or compiled.
+        problem = checkpoint_problem(workdir / "ckpt")
+        if problem:
+            raise _unreadable_checkpoint(*problem)
+    elif init_from:
+        problem = checkpoint_problem(Path(init_from) / "ckpt")
+        if problem:
+            raise _unreadable_init_from(init_from, problem[1])
 
     devices = jax.devices()
     if cfg.mesh.num_devices != -1:
@@ -198,14 +207,11 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
 
     def init_params():
         try:
-            return load_init_params(init_from, method.abstract_state.params)
+            with quiet_leftover_reads():
+                return load_init_params(init_from, method.abstract_state.params)
         except Exception as e:  # Orbax raises many kinds; every one means "unusable".
-            raise ConfigError(
-                f"train.init_from={init_from!r}: its checkpoint cannot be read ({_one_line(e)}); "
-                "train that run again or fix the path"
-            ) from None
+            raise _unreadable_init_from(init_from, _one_line(e)) from None
 
-    resuming = found.kind == "resume" and has_checkpoint(workdir / "ckpt")
     if init_from and not resuming:  # Read before the workdir is touched.
         state = state._replace(params=init_params())
         init_from = ""
@@ -250,16 +256,33 @@ class _Setup:
     init_params: Any  # Loads train.init_from's params when they are still needed, else None.
 
 
+def _unreadable_checkpoint(step_dir: Path, why: str) -> ConfigError:
+    """The error for a checkpoint of the run's own workdir that cannot be restored. (Its config
+    is this run's, so train.overwrite would resume it: deleting the folder is the way.)"""
+    step = int(step_dir.name)
+    earlier = [int(p.name) for p in step_dir.parent.iterdir() if p.name.isdigit()]
+    earlier = [s for s in earlier if s < step]
+    then = f"iteration {max(earlier)}, the checkpoint before" if earlier else "iteration 0"
+    return ConfigError(
+        f"the checkpoint {step_dir} cannot be read ({why}); delete that folder to resume this "
+        f"run from {then}, or give a new --config.train.workdir"
+    )
+
+
+def _unreadable_init_from(init_from: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"train.init_from={init_from!r}: its checkpoint cannot be read ({why}); train that run "
+        "again or fix the path"
+    )
+
+
 def _restore(ckpt: Checkpointer, abstract_state: Any, workdir: Path) -> tuple[Any, dict]:
     try:
         return ckpt.restore(abstract_state)
     except Exception as e:  # Orbax raises many kinds; every one means "unusable".
         step = ckpt.latest_step()
-        raise ConfigError(
-            f"the checkpoint {workdir / 'ckpt' / str(step)} cannot be read ({_one_line(e)}); "
-            f"delete that folder to resume from an earlier one, or start anew with "
-            "--config.train.overwrite=true or a new --config.train.workdir"
-        ) from None
+        ckpt.close()
+        raise _unreadable_checkpoint(workdir / "ckpt" / str(step), _one_line(e)) from None
 
 
 def _run(

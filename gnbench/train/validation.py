@@ -58,7 +58,7 @@ POSITIVE_INTS = (
     "optimizer.muon.ns_steps",
     "optimizer.diag_gn.curvature_micro_batches",
 )
-NONNEGATIVE_INTS = ("optimizer.warmup_steps", "optimizer.gn.inner_warmup_steps")
+NONNEGATIVE_INTS = ("seed", "optimizer.warmup_steps", "optimizer.gn.inner_warmup_steps")
 NONNEGATIVE_INTS += ("optimizer.gn.line_search", "optimizer.gn.outer_warmup_steps")
 NONNEGATIVE_INTS += ("optimizer.gn.cycle_warmup_steps", "optimizer.gn.schedule_outer_steps")
 ALL_OR_POSITIVE = ("mesh.data", "mesh.num_devices")  # -1 or >= 1.
@@ -163,8 +163,11 @@ def _numbers(cfg: Any) -> None:
         if v is not _MISSING and (not _is_number(v) or not 0 <= v < 1):
             fail(key, v, "in [0, 1)", "0.9")
     target = get(cfg, "train.target_loss")
-    if target is not _MISSING and (not _is_number(target) or math.isnan(target)):
-        fail("train.target_loss", target, "a number (a validation loss in nats/token)", "2.6")
+    if target is not _MISSING and (
+        not _is_number(target) or not math.isfinite(target) or target <= 0
+    ):
+        need = "a finite number > 0 (a validation loss in nats/token)"
+        fail("train.target_loss", target, need, "2.6")
     b, n = get(cfg, "data.micro_batch"), get(cfg, "data.val_sequences")
     if _is_number(b) and _is_number(n) and n < b:
         raise ConfigError(
@@ -173,12 +176,28 @@ def _numbers(cfg: Any) -> None:
         )
 
 
+def _context(cfg: Any) -> None:
+    """``data.seq_len`` fits the model's context (``max_len`` of ``model.name``)."""
+    from gnbench.model.configs import CONFIGS
+
+    name, seq_len = get(cfg, "model.name"), get(cfg, "data.seq_len")
+    if name in CONFIGS and _is_number(seq_len) and seq_len > CONFIGS[name].max_len:
+        limit = CONFIGS[name].max_len
+        raise ConfigError(
+            f"data.seq_len={seq_len} is longer than the context of model {name!r} "
+            f"({limit} tokens); give --config.data.seq_len=N with N <= {limit}, or a larger "
+            "--config.model.name"
+        )
+
+
 def validate_config(cfg: Any) -> None:
     """Checks the names and numbers of ``cfg`` (a run config, see ``experiments/base.py``).
 
     Raises:
-      ConfigError: an unknown name (optimizer, model, schedule, tokenizer, ...) or a value out of
-        range (steps, batch sizes, sequence length, learning rates, decays, ...).
+      ConfigError: an unknown name (optimizer, model, schedule, tokenizer, ...), a value out of
+        range (seed, steps, batch sizes, sequence length, learning rates, decays, target, ...) or
+        one that contradicts another key (val_sequences < micro_batch, seq_len > the model's
+        context).
     """
     from gnbench.data.tokenizers import TOKENIZERS
     from gnbench.model.configs import CONFIGS
@@ -206,3 +225,4 @@ def validate_config(cfg: Any) -> None:
         if v is not _MISSING and (not isinstance(v, str) or not v.strip()):
             raise ConfigError(f"{key}={v!r} is empty; give --config.{key}={example}")
     _numbers(cfg)
+    _context(cfg)

@@ -35,6 +35,7 @@ from gnbench.train.identity import (
 )
 from gnbench.train.metrics import write_json_atomic
 from gnbench.train.validation import ConfigError
+from gnbench.train.workdir_path import check_path, unwritable
 
 LOCK_FILE = ".lock"
 HEARTBEAT_S = 30.0
@@ -90,6 +91,7 @@ def inspect_workdir(
         of a run gnbench cannot identify, or is not a folder.
     """
     workdir = Path(workdir)
+    check_path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(
             f"train.workdir={str(workdir)!r} is a file, not a folder; give a folder path"
@@ -123,24 +125,6 @@ def inspect_workdir(
     if summary is not None:
         return WorkdirState("finished", summary=summary, stored=stored)
     return WorkdirState("resume", stored=stored)
-
-
-def check_writable(workdir: str | os.PathLike) -> None:
-    """Fails unless ``workdir`` (or, when missing, its nearest existing parent) is a writable
-    folder; creates nothing."""
-    path = Path(workdir).absolute()
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(
-            f"train.workdir={str(workdir)!r} cannot be created: {probe} is a file, not a folder"
-        )
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"train.workdir={str(workdir)!r} is not writable ({probe} denies writing); give "
-            "another --config.train.workdir"
-        )
 
 
 def remove_run_files(workdir: str | os.PathLike) -> list[str]:
@@ -347,11 +331,19 @@ def claim_workdir(
 ) -> tuple[WorkdirLock | None, WorkdirState | None]:
     """Creates the workdir and, on process 0, takes its lock, looks again (under the lock) and
     writes ``identity.json`` and ``config.json`` for a new run (deleting another config's run
-    files first when ``overwrite``). Returns the lock and what was found."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not main_process:
-        return None, None
-    lock = WorkdirLock.acquire(workdir)
+    files first when ``overwrite``). Returns the lock and what was found.
+
+    Raises:
+      ConfigError: a live run holds the workdir, or it cannot be created or written (the
+        operating system said no: permissions, a read-only or full disk); one line.
+    """
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not main_process:
+            return None, None
+        lock = WorkdirLock.acquire(workdir)
+    except OSError as e:
+        raise unwritable(workdir, e) from None
     try:
         found = inspect_workdir(workdir, identity, overwrite)
         if found.kind == "replace":
@@ -369,6 +361,9 @@ def claim_workdir(
         else:
             identity = found.stored
         found.stored = identity
+    except OSError as e:
+        lock.release()
+        raise unwritable(workdir, e) from None
     except BaseException:
         lock.release()
         raise

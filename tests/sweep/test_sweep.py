@@ -26,7 +26,7 @@ def write_sweep(tmp_path: Path, **fields) -> Path:
         overrides={"train.steps": 10},
         methods={
             "adamw": {"grid": {"optimizer.learning_rate": [0.1, 0.3]}},
-            "gn": {"overrides": {"optimizer.learning_rate": 0.5}},
+            "soap": {"overrides": {"optimizer.learning_rate": 0.5}},
         },
         seeds=[0, 1],
         target_loss=2.5,
@@ -51,7 +51,7 @@ def test_plan_ids_are_stable_distinct_and_independent_of_the_output_folder(tmp_p
     ids = [r.id for r in plan1.runs]
     assert ids == [r.id for r in plan2.runs]
     assert len(ids) == len(set(ids)) == 2 * 2 + 1 * 2
-    assert all(re.fullmatch(r"(adamw|gn)-[0-9a-f]{10}", i) for i in ids)
+    assert all(re.fullmatch(r"(adamw|soap)-[0-9a-f]{10}", i) for i in ids)
     run = plan1.runs[0]
     assert run.overrides == {
         "train.steps": 10,
@@ -104,8 +104,8 @@ def test_dry_run_prints_every_run_and_command_and_writes_nothing(tmp_path, capsy
 def test_local_sweep_with_diverged_and_crashing_runs_goes_on_and_retries(tmp_path):
     methods = {
         "adamw": {"grid": {"optimizer.learning_rate": [0.1, 0.3]}},
-        "gn": {"overrides": {"fake.diverge_at": 3, "optimizer.learning_rate": 1.0}},
-        "broken": {"overrides": {"fake.crash": True}},
+        "soap": {"overrides": {"fake.diverge_at": 3, "optimizer.learning_rate": 1.0}},
+        "muon": {"overrides": {"fake.crash": True}},
     }
     path = write_sweep(tmp_path, methods=methods, seeds=[0])
     out = tmp_path / "out"
@@ -114,11 +114,11 @@ def test_local_sweep_with_diverged_and_crashing_runs_goes_on_and_retries(tmp_pat
     sweep_dir = out / "fake"
     status = json.loads((sweep_dir / "status.json").read_text())
     states = {e["method"] + str(e["attempts"]): e["state"] for e in status["runs"].values()}
-    assert states == {"adamw1": "finished", "gn1": "diverged", "broken1": "failed"}
+    assert states == {"adamw1": "finished", "soap1": "diverged", "muon1": "failed"}
     report = (sweep_dir / "report.md").read_text()
-    assert "| gn | (defaults) | 0/1 | ∞ [∞, ∞]" in report
+    assert "| soap | (defaults) | 0/1 | ∞ [∞, ∞]" in report
     assert (sweep_dir / "curves.png").exists() and (sweep_dir / "to_target.png").exists()
-    crashed = next(i for i, e in status["runs"].items() if e["method"] == "broken")
+    crashed = next(i for i, e in status["runs"].items() if e["method"] == "muon")
     assert "crashing as asked" in (sweep_dir / "runs" / crashed / "log.txt").read_text()
     # A rerun retries only the failed run.
     assert main(argv, trainer_cmd=FAKE) == 1
@@ -233,8 +233,8 @@ def test_reuse_copies_finished_runs_of_the_same_identity_and_reruns_the_rest(tmp
     (out / "fake" / adamw[0].workdir / "identity.json").write_text(json.dumps({"hash": "other"}))
     methods = {
         "adamw": {"grid": {"optimizer.learning_rate": [0.1, 0.3]}},
-        "gn": {"overrides": {"optimizer.learning_rate": 0.5}},
-        "new": {"overrides": {"optimizer.learning_rate": 0.7}},
+        "soap": {"overrides": {"optimizer.learning_rate": 0.5}},
+        "muon": {"overrides": {"optimizer.learning_rate": 0.7}},
     }
     second = tmp_path / "second"
     second.mkdir()
@@ -248,7 +248,7 @@ def test_reuse_copies_finished_runs_of_the_same_identity_and_reruns_the_rest(tmp
         copied = (out / "fake2" / "runs" / rid / "identity.json").exists()
         # Reused: the shared runs whose identity matches; run anew: the new method and the
         # adamw run whose identity.json says another config.
-        assert copied == (method != "new" and rid != adamw[0].id), rid
+        assert copied == (method != "muon" and rid != adamw[0].id), rid
         assert calls[rid] == ["start", "finish"]
     assert (out / "fake" / "runs").exists()  # the source is left as it was
     with pytest.raises(SweepError, match="reuse must be a list"):

@@ -6,7 +6,7 @@ K = data.micro_batches (5, 10, 20: 500, 1000, 2000 tokens per iteration), and se
 target 2.5 at the first even step >= ln 6 / lr_eff (evaluations every 2 of 10 iterations):
 
     adamw (batch_power 1)  lr 0.1: never, never, 10;  lr 0.3: never, 6, 4  -> K=20, lr 0.3
-    gn (batch_power 0)     lr 0.5: 4, 4, 4                          -> tie: K=5 (fewest tokens)
+    soap (batch_power 0)   lr 0.5: 4, 4, 4                          -> tie: K=5 (fewest tokens)
 The report counts the fractional crossing between the evaluations around it (`_fake_crossing`).
 """
 
@@ -26,11 +26,11 @@ TWO_STAGE = dict(
     overrides={"train.steps": 10, "fake.batch_power": 1.0},
     methods={
         "adamw": {"grid": {LR: [0.1, 0.3]}},
-        "gn": {"overrides": {LR: 0.5, "fake.batch_power": 0.0}},
+        "soap": {"overrides": {LR: 0.5, "fake.batch_power": 0.0}},
     },
     seeds=[0],
     headline_seeds=[1, 2],
-    variants={"adamw_v": {"of": "adamw"}},
+    variants={"adamw_v": {"of": "adamw", "overrides": {"optimizer.name": "adamw"}}},
     scan={"key": "data.micro_batches", "values": [5, 10, 20]},
 )
 
@@ -66,8 +66,8 @@ def test_spec_checks_headline_seeds_and_variants(tmp_path):
         load_sweep_file(write_sweep(tmp_path, headline_seeds=[3, 3]))
     with pytest.raises(SweepError, match="'of' must name one of the methods.*'sgd'"):
         load_sweep_file(write_sweep(tmp_path, variants={"v": {"of": "sgd"}}))
-    with pytest.raises(SweepError, match="variant 'gn' is also a method"):
-        load_sweep_file(write_sweep(tmp_path, variants={"gn": {"of": "adamw"}}))
+    with pytest.raises(SweepError, match="variant 'soap' is also a method"):
+        load_sweep_file(write_sweep(tmp_path, variants={"soap": {"of": "adamw"}}))
     with pytest.raises(SweepError, match=r"variant 'v': unknown fields \['gird'\]"):
         load_sweep_file(write_sweep(tmp_path, variants={"v": {"of": "adamw", "gird": {}}}))
     with pytest.raises(SweepError, match="optimizer.learnig_rate"):
@@ -81,10 +81,10 @@ def test_spec_checks_headline_seeds_and_variants(tmp_path):
     spec = load_sweep_file(write_sweep(tmp_path, **TWO_STAGE))
     v = spec.variants["adamw_v"]
     assert v.of == "adamw" and v.grid == {LR: [0.1, 0.3]}  # The reference's grid by default.
-    assert v.overrides == {"optimizer.name": "adamw_v"}
+    assert v.overrides == {"optimizer.name": "adamw"}  # A variant names a known optimizer.
     plan = make_plan(spec)
     assert {r.stage for r in plan.runs} == {"tuning"} and len(plan.runs) == 3 * 3
-    assert plan.grids == {"adamw": {LR: [0.1, 0.3]}, "gn": {}, "adamw_v": {LR: [0.1, 0.3]}}
+    assert plan.grids == {"adamw": {LR: [0.1, 0.3]}, "soap": {}, "adamw_v": {LR: [0.1, 0.3]}}
 
 
 def test_dry_run_prints_stage_1_and_says_stage_2_follows(tmp_path, capsys):
@@ -105,15 +105,15 @@ def test_two_stage_sweep_plans_runs_and_reruns_nothing(tmp_path, capsys):
     sweep_dir = out / "fake"
     plan = json.loads((sweep_dir / "plan.json").read_text())
     assert plan["seeds"] == [0] and plan["headline_seeds"] == [1, 2]
-    assert plan["grids"] == {"adamw": {LR: [0.1, 0.3]}, "gn": {}, "adamw_v": {LR: [0.1, 0.3]}}
+    assert plan["grids"] == {"adamw": {LR: [0.1, 0.3]}, "soap": {}, "adamw_v": {LR: [0.1, 0.3]}}
     assert plan["variants"] == {"adamw_v": "adamw"}
     assert len(_entries(plan, "tuning")) == 9
     lr3 = json.dumps({LR: 0.3})
     assert _entries(plan, "headline") == [
         ("adamw", 20, lr3, 1),
         ("adamw", 20, lr3, 2),
-        ("gn", 5, "{}", 1),
-        ("gn", 5, "{}", 2),
+        ("soap", 5, "{}", 1),
+        ("soap", 5, "{}", 2),
     ]
     assert _entries(plan, "variant") == sorted(
         ("adamw_v", 20, json.dumps({LR: lr}), seed) for lr in (0.1, 0.3) for seed in (0, 1, 2)
@@ -131,8 +131,8 @@ def test_two_stage_sweep_plans_runs_and_reruns_nothing(tmp_path, capsys):
     assert "## Headline: each method at its own best batch size" in report
     adamw = _cell([_fake_crossing(0.3 * 20 / 10, seed) for seed in (0, 1, 2)])
     assert f"| adamw | 2k | learning_rate=0.3 (edge: high) | 3/3 | {adamw} |" in report
-    gn = _cell([_fake_crossing(0.5, seed) for seed in (0, 1, 2)])
-    assert f"| gn | 500 | (defaults) | 3/3 | {gn} |" in report
+    soap = _cell([_fake_crossing(0.5, seed) for seed in (0, 1, 2)])
+    assert f"| soap | 500 | (defaults) | 3/3 | {soap} |" in report
     assert f"| adamw_v | adamw | 2k | learning_rate=0.3 (edge: high) | {adamw} | 3/3 |" in report
     assert "— [—, —]" in report  # The fake trainer logs no FLOPs.
     # A rerun of the same command is idempotent: nothing launched, the same plan.
@@ -152,20 +152,20 @@ def test_two_stage_sweep_plans_runs_and_reruns_nothing(tmp_path, capsys):
 def test_a_failed_stage_1_run_holds_only_its_method_and_is_not_retried_twice(tmp_path, capsys):
     methods = {
         "adamw": {"grid": {LR: [0.3]}},
-        "broken": {"overrides": {"fake.crash": True}},
+        "muon": {"overrides": {"fake.crash": True}},
     }
     path = write_sweep(tmp_path, methods=methods, seeds=[0], headline_seeds=[1])
     out = tmp_path / "out"
     argv = [str(path), "--out", str(out), "--no-report"]
     assert main(argv, trainer_cmd=FAKE) == 1
-    assert "stage 2 of broken waits for its 1 stage-1 runs not done yet" in capsys.readouterr().err
+    assert "stage 2 of muon waits for its 1 stage-1 runs not done yet" in capsys.readouterr().err
     sweep_dir = out / "fake"
     plan = json.loads((sweep_dir / "plan.json").read_text())
     assert [(e["method"], e["seed"]) for e in plan["runs"] if e["stage"] == "headline"] == [
         ("adamw", 1)
     ]
     calls = invocations(sweep_dir)
-    broken = next(e["id"] for e in plan["runs"] if e["method"] == "broken")
+    broken = next(e["id"] for e in plan["runs"] if e["method"] == "muon")
     assert calls[broken] == ["start"]  # Not launched again by stage 2 in the same command.
     assert main(argv, trainer_cmd=FAKE) == 1  # A rerun retries it, and only it.
     again = invocations(sweep_dir)
