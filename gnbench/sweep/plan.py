@@ -108,6 +108,7 @@ class Plan:
     headline_seeds: list[int] = dataclasses.field(default_factory=list)
     grids: dict[str, dict[str, list[Any]]] = dataclasses.field(default_factory=dict)
     grids_at: dict[str, dict[str, dict[str, list[Any]]]] = dataclasses.field(default_factory=dict)
+    full_gn: str = "gauss_newton"
     variants: dict[str, str] = dataclasses.field(default_factory=dict)
     hold: frozenset[str] = frozenset()
 
@@ -299,6 +300,7 @@ def make_plan(spec: SweepSpec) -> Plan:
         base=str(spec.base),
         target_loss=spec.target_loss,
         baseline=spec.baseline,
+        full_gn=spec.full_gn,
         scan_key=spec.scan_key,
         warmup=warmup,
         runs=runs,
@@ -374,6 +376,7 @@ def plan_to_json(plan: Plan) -> dict[str, Any]:
         base=plan.base,
         target_loss=plan.target_loss,
         baseline=plan.baseline,
+        full_gn=plan.full_gn,
         scan_key=plan.scan_key,
         warmup=entry(plan.warmup) if plan.warmup else None,
         runs=[entry(r) for r in plan.runs],

@@ -17,6 +17,7 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
       "scan": {"key": "data.micro_batches", "values": [4, 8],   # optional batch-size scan;
                "with": {"train.steps": [80, 40]}},              # keys set per scan value
       "baseline": "adamw",                   # optional: the method speedups are measured against
+      "full_gn": "gauss_newton",             # optional: the far end of the gap (ratios to it)
       "headline_seeds": [1, 2],              # optional: extra seeds at each headline point
       "variants": {"muon_optax": {"of": "muon"}},   # optional: tuned at the reference's batch
       "reuse": ["critical_batch_tiny"],      # optional: sweeps beside this one whose finished
@@ -73,6 +74,7 @@ _TOP_KEYS = {
     "target_loss",
     "scan",
     "baseline",
+    "full_gn",
     "headline_seeds",
     "variants",
     "reuse",
@@ -115,6 +117,7 @@ class SweepSpec:
     scan_values: list[Any] = dataclasses.field(default_factory=list)
     scan_with: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     baseline: str = "adamw"
+    full_gn: str = "gauss_newton"
     headline_seeds: list[int] = dataclasses.field(default_factory=list)
     variants: dict[str, VariantSpec] = dataclasses.field(default_factory=dict)
     reuse: list[str] = dataclasses.field(default_factory=list)
@@ -328,6 +331,12 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
             f"baseline={baseline!r} is not one of the sweep's methods; valid: "
             f"{', '.join(methods)}{suggestion(str(baseline), list(methods))}"
         )
+    full_gn = raw.get("full_gn", "gauss_newton")
+    if "full_gn" in raw and full_gn not in methods:
+        raise SweepError(
+            f"full_gn={full_gn!r} is not one of the sweep's methods; valid: "
+            f"{', '.join(methods)}{suggestion(str(full_gn), list(methods))}"
+        )
     reuse = raw.get("reuse") or []
     if isinstance(reuse, str) or not all(isinstance(r, str) and r for r in reuse):
         raise SweepError(f"reuse must be a list of sweep names, got {reuse!r}")
@@ -341,6 +350,7 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         warmup_steps=None if not warmup else int(warmup["steps"]),
         warmup_overrides=flatten((warmup or {}).get("overrides")),
         baseline=str(baseline),
+        full_gn=str(full_gn),
         headline_seeds=headline_seeds,
         variants=variants,
         reuse=list(reuse),

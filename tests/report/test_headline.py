@@ -176,6 +176,19 @@ def test_variants_against_their_reference(scan):
     assert v.ratio_gn_variant == pytest.approx({"step": 3.0, "flops": 0.9})
 
 
+def test_the_sweep_names_the_far_end_of_the_gap(tmp_path):
+    # The same runs with muon as the sweep's full_gn: every ratio divides by muon's median.
+    folder = write_headline_sweep(tmp_path / "h", full_gn="muon")
+    assert report_main([str(folder)]) == 0
+    text = (folder / "report.md").read_text()
+    assert "ratio to muon at best batches" in text and "(adamw's − muon's)" in text
+    assert "| muon | 1k |" in text and "| 1 [1, 1] |" in text  # muon over itself
+    _, results = sweep_results(load_sweep(folder))
+    heads = headline(summarize(results, seeds=[0]), exclude={"muon_optax"}, full_gn="muon")
+    ratios = {h.method: h.ratio_gn["step"] for h in heads}
+    assert ratios["muon"] == 1.0 and ratios["gauss_newton"] == pytest.approx(2 / 4)
+
+
 def test_report_headline_variants_and_edges_sections(scan):
     folder, _, _ = scan
     assert report_main([str(folder)]) == 0
