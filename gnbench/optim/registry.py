@@ -5,13 +5,17 @@ and always calls ``tx.update(grads, state, params, batch=..., ls_batch=...)``. F
 methods ignore the extra keyword arguments. Each builder wraps its transform in
 ``optax.inject_hyperparams`` where it can, so the learning rate in use shows in the logs.
 
+A method registers with what it reads and a check of its own keys (:func:`register`,
+:mod:`gnbench.optim.checks`); the trainer's run identity and config validation ask the registry
+(:func:`sections_read`, :func:`check_optimizers`) and name no method. Every default lives in
+experiments/base.py: builders read each key they use from the config they are given.
+
 Example:
-  >>> import ml_collections
-  >>> cfg = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-3, warmup_steps=10,
-  ...     schedule="warmup_cosine", b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0))
-  >>> opt = build(cfg, BuildContext(total_steps=100, micro_batches=4))
-  >>> opt.ls_micro_batches
-  0
+  >>> import gnbench.optim  # registers every built-in method
+  >>> from experiments.base import get_config
+  >>> opt = build(get_config().optimizer, BuildContext(total_steps=100, micro_batches=4))
+  >>> opt.ls_micro_batches, sorted(sections_read({"name": "soap"}))
+  (0, ['soap'])
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optax
+
+from gnbench.optim.checks import Checks
 
 if TYPE_CHECKING:  # Annotations only: a builder reads its config by attribute access, so any
     import ml_collections  # such object works and `import gnbench.optim` needs no ml_collections.
@@ -93,24 +99,109 @@ class Optimizer:
         return 0 if self.ls_reuses_batch else self.ls_micro_batches
 
 
-_BUILDERS: dict[str, Builder] = {}
+# What a method reads: its optimizer sections, fixed or as a function of its config (the GN
+# family reads ``muon`` or ``kfac`` when its inner optimizer is one).
+Reads = tuple[str, ...] | Callable[[Any], "set[str] | tuple[str, ...]"]
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder`` under ``name``."""
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A registered method: its builder and the facts the trainer needs about it.
+
+    Attributes:
+      build: ``builder(optimizer_config, BuildContext) -> Optimizer``.
+      reads: the ``optimizer.<section>`` sub-sections it reads (every key directly under
+        ``optimizer`` is shared by all methods); a run's identity leaves the others out.
+      check: a check of its own keys (:class:`gnbench.optim.checks.Checks`, or any callable
+        raising ``ValueError`` with one line naming the key), run before anything is built.
+    """
+
+    build: Builder
+    reads: Reads = ()
+    check: Callable[[Any], None] | None = None
+
+    def sections(self, optimizer: Any) -> set[str]:
+        """The sub-sections this method reads under ``optimizer``."""
+        return set(self.reads(optimizer) if callable(self.reads) else self.reads)
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register(
+    name: str, *, reads: Reads = (), check: Callable[[Any], None] | None = None
+) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder`` under ``name`` with what it reads and checks.
+
+    Adding a method is its module, its test and this one line: the trainer, the run identity and
+    the config validation ask the registry and name no method.
+
+    Example:
+      >>> from gnbench.optim.checks import Checks
+      >>> @register("toy_sgd", reads=("toy",), check=Checks(positive_floats=("toy.lr",)))
+      ... def _toy(cfg, ctx):
+      ...     return Optimizer(tx=optax.with_extra_args_support(optax.sgd(cfg.toy.lr)), hparams={})
+      >>> method("toy_sgd").sections({}), unregister("toy_sgd")
+      ({'toy'}, None)
+    """
 
     def wrap(builder: Builder) -> Builder:
-        if name in _BUILDERS:
+        if name in _METHODS:
             raise ValueError(f"optimizer {name!r} is registered twice")
-        _BUILDERS[name] = builder
+        _METHODS[name] = Method(builder, reads, check)
         return builder
 
     return wrap
 
 
+def unregister(name: str) -> None:
+    """Removes ``name`` from the registry (tests that register a toy method clean up)."""
+    _METHODS.pop(name, None)
+
+
 def known_optimizers() -> list[str]:
     """Names accepted by :func:`build`, sorted."""
-    return sorted(_BUILDERS)
+    return sorted(_METHODS)
+
+
+def method(name: str) -> Method:
+    """The registered :class:`Method` called ``name``.
+
+    Raises:
+      ValueError: unknown name (the message lists the known ones).
+    """
+    if name not in _METHODS:
+        raise ValueError(
+            f"unknown optimizer {name!r}; known optimizers: {', '.join(known_optimizers())}"
+        )
+    return _METHODS[name]
+
+
+def sections_read(optimizer: Any) -> set[str] | None:
+    """The ``optimizer`` sub-sections the method named by ``optimizer["name"]`` reads, or
+    ``None`` for a name the registry does not know (the caller keeps every section)."""
+    name = optimizer.get("name") if hasattr(optimizer, "get") else None
+    if name not in _METHODS:
+        return None
+    return _METHODS[name].sections(optimizer)
+
+
+def check_optimizers(optimizer: Any) -> None:
+    """Runs every registered method's check of its own keys on ``optimizer`` (the config's
+    ``optimizer`` section), the named method's first, each distinct check once: a bad value
+    fails before anything is built even in a section the run's method does not read (a typo
+    there is as likely a missing ``optimizer.name``).
+
+    Raises:
+      ValueError: the first bad value, in one line naming the key.
+    """
+    name = optimizer.get("name") if hasattr(optimizer, "get") else None
+    ordered = ([_METHODS[name]] if name in _METHODS else []) + list(_METHODS.values())
+    seen: list[Callable[[Any], None]] = []
+    for m in ordered:
+        if m.check is not None and not any(m.check is c for c in seen):
+            seen.append(m.check)
+            m.check(optimizer)
 
 
 def build(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
@@ -119,11 +210,7 @@ def build(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
     Raises:
       ValueError: unknown name (the message lists the known ones).
     """
-    if cfg.name not in _BUILDERS:
-        raise ValueError(
-            f"unknown optimizer {cfg.name!r}; known optimizers: {', '.join(known_optimizers())}"
-        )
-    return _BUILDERS[cfg.name](cfg, ctx)
+    return method(cfg.name).build(cfg, ctx)
 
 
 def schedule(
@@ -164,11 +251,6 @@ def schedule(
     )
 
 
-def config_value(cfg: Any, key: str, default: Any) -> Any:
-    """``cfg[key]``, or ``default`` for a config written without that key (a hand-made one)."""
-    return cfg[key] if key in cfg else default
-
-
 def outer_schedule(
     cfg: ml_collections.ConfigDict, peak: float, ctx: BuildContext
 ) -> optax.ScalarOrSchedule:
@@ -178,8 +260,8 @@ def outer_schedule(
         ctx.total_steps,
         cfg.warmup_steps,
         cfg.schedule,
-        end=config_value(cfg, "schedule_end", 0.1),
-        start=config_value(cfg, "warmup_start", 0.0),
+        end=cfg.schedule_end,
+        start=cfg.warmup_start,
     )
 
 
@@ -216,6 +298,15 @@ def _adamw(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
             grad_clip=cfg.grad_clip,
         ),
     )
+
+
+# The keys of optimizer.muon both Muons read (muon_family_builder maps them to the transforms).
+MUON_CHECKS = Checks(
+    positive_ints=("muon.ns_steps",),
+    positive_floats=("muon.adam_learning_rate",),
+    nonnegative_floats=("muon.adam_weight_decay",),
+    decays=("muon.momentum",),
+)
 
 
 def muon_family_builder(name: str, make_tx: Callable[..., optax.GradientTransformation]) -> Builder:

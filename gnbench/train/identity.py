@@ -7,10 +7,10 @@ from it. Both compute it with :func:`config_hash`, so a sweep's run id is the st
 its trainer writes.
 
 What is left out (:data:`NON_RESULT_KEYS`) is where files go and how a run is watched: none of it
-changes a number the run records. The ``optimizer`` sub-sections a method does not read
-(:data:`SECTIONS_READ`; AdamW reads none, SOAP ``soap``, ...) are left out too, so adding a
-setting to one method keeps every other method's runs (their builders build and step the same
-with those sections deleted: tests/optim/test_registry_contract.py).
+changes a number the run records. The ``optimizer`` sub-sections a method does not read (what
+it registered, :func:`sections_read`: AdamW reads none, SOAP its own, ...) are left out too, so
+adding a setting to one method keeps every other method's runs (their builders build and step
+the same with those sections deleted: tests/optim/test_registry_contract.py).
 
 ``train.init_from`` changes results, but through the run it names, not its path: the hash holds
 that run's identity (its ``identity.json``) instead, so a sweep folder can move and a warm-up
@@ -218,40 +218,22 @@ def wandb_display_name(group: str, name: str, workdir: str | os.PathLike) -> str
     return f"{group}/{name}" if group else name
 
 
-GN_FAMILY = ("gauss_newton", "gn_prox_linear", "layerwise_gn", "layerwise_prox_linear")
-# The sub-sections of ``optimizer`` each method's builder reads (gnbench/optim/registry.py); the
-# GN family also reads ``muon`` when its inner optimizer is a Muon. A method not listed keeps
-# every section in its wandb config.
-SECTIONS_READ: dict[str, tuple[str, ...]] = {
-    "adamw": (),
-    "soap": ("soap",),
-    "muon": ("muon",),
-    "muon_optax": ("muon",),
-    **{name: ("gn",) for name in GN_FAMILY},
-    "diag_gn": ("diag_gn",),
-    "kfac": ("kfac",),
-}
-
-
 def sections_read(optimizer: Mapping[str, Any]) -> set[str]:
-    """The sub-sections of the ``optimizer`` config that its method reads.
+    """The sub-sections of the ``optimizer`` config that its method reads: what the method
+    registered (:func:`gnbench.optim.registry.sections_read`); every section for a name the
+    registry does not know.
 
     Example:
       >>> opt = {"name": "gauss_newton", "gn": {"inner": "muon"}, "muon": {}, "soap": {}}
       >>> sorted(sections_read(opt)), sorted(sections_read({**opt, "name": "adamw"}))
       (['gn', 'muon'], [])
     """
+    import gnbench.optim  # noqa: F401  (importing it registers every built-in method)
+    from gnbench.optim.registry import sections_read as registered
+
     sections = {k for k, v in optimizer.items() if isinstance(v, Mapping)}
-    name = optimizer.get("name")
-    if name not in SECTIONS_READ:
-        return sections
-    read = set(SECTIONS_READ[name])
-    inner = str(optimizer.get("gn", {}).get("inner", ""))
-    if name in GN_FAMILY and inner.startswith("muon"):
-        read.add("muon")
-    if name in GN_FAMILY and inner == "kfac":
-        read.add("kfac")
-    return read & sections
+    read = registered(optimizer)
+    return sections if read is None else read & sections
 
 
 def parse_grid_point(text: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from jax.tree_util import DictKey, GetAttrKey, SequenceKey
 
 from gnbench.optim import known_optimizers
 from gnbench.optim.flax_train_state import apply_gradients
-from gnbench.train.identity import GN_FAMILY
+from gnbench.optim.registry import method
 from tests.optim.test_registry_contract import K, ls_slice, make_optimizer
 
 NAMES = known_optimizers()
@@ -34,7 +34,9 @@ class Tiny(nnx.Module):
         self.head = nnx.Linear(D_HID, D_OUT, rngs=rngs)
 
 
-# Methods whose update reads batch=: the GN family and the ladder rungs that sample curvature.
+# Methods whose update reads batch=: the GN family (the methods that read optimizer.gn) and the
+# ladder rungs that sample curvature.
+GN_FAMILY = {n for n in NAMES if "gn" in method(n).sections({"gn": {"inner": "adamw"}})}
 READ_BATCH = {*GN_FAMILY, "diag_gn", "kfac"}
 
 

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gnbench.optim.checks import Checks, in_range
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
 PyTree = Any
@@ -214,7 +215,16 @@ __all__ = [
 ]
 
 
-@register("diag_gn")
+@register(
+    "diag_gn",
+    reads=("diag_gn",),
+    check=Checks(
+        positive_ints=("diag_gn.curvature_micro_batches",),
+        positive_floats=("diag_gn.damping",),
+        decays=("diag_gn.b2",),
+        extra=(in_range("diag_gn.power", 0, 1, "0.5"),),
+    ),
+)
 def _build(cfg: Any, ctx: BuildContext) -> Optimizer:
     """Registry builder: ``optimizer.diag_gn`` plus the common lr, schedule, b1, decay, clip."""
     if ctx.apply_fn is None:

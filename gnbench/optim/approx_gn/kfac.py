@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gnbench.optim.checks import Checks
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
 PyTree = Any
@@ -493,7 +494,15 @@ def kfac_from_config(
     )
 
 
-@register("kfac")
+@register(
+    "kfac",
+    reads=("kfac",),
+    check=Checks(
+        choices={"kfac.estimation_mode": (ESTIMATION_MODES, "K-FAC estimation mode")},
+        positive_floats=("kfac.damping",),
+        decays=("kfac.momentum", "kfac.curvature_ema"),
+    ),
+)
 def _build(cfg: Any, ctx: BuildContext) -> Optimizer:
     """Registry builder: ``optimizer.kfac`` plus the common lr, schedule, decay and clip."""
     who = "optimizer 'kfac'"

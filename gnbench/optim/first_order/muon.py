@@ -71,7 +71,7 @@ from optax.contrib import MuonDimensionNumbers
 
 from gnbench.optim import routing
 from gnbench.optim.precision import newton_schulz_dtype
-from gnbench.optim.registry import clip, muon_family_builder, register
+from gnbench.optim.registry import MUON_CHECKS, clip, muon_family_builder, register
 
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7  # The reference's ``X / (X.norm() + 1e-7)``.
@@ -375,7 +375,7 @@ def _reference_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.Gradie
     )
 
 
-register("muon")(muon_family_builder("muon", _reference_muon))
+register("muon", reads=("muon",), check=MUON_CHECKS)(muon_family_builder("muon", _reference_muon))
 
 
 __all__ = [

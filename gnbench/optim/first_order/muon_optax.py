@@ -61,7 +61,7 @@ import optax
 
 from gnbench.optim import routing
 from gnbench.optim.first_order.muon import ADAM_NAMES, NS_COEFFS
-from gnbench.optim.registry import clip, muon_family_builder, register
+from gnbench.optim.registry import MUON_CHECKS, clip, muon_family_builder, register
 
 
 def paper_labels(params: Any) -> Any:
@@ -214,7 +214,9 @@ def _optax_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTr
     )
 
 
-register("muon_optax")(muon_family_builder("muon_optax", _optax_muon))
+register("muon_optax", reads=("muon",), check=MUON_CHECKS)(
+    muon_family_builder("muon_optax", _optax_muon)
+)
 
 
 __all__ = ["muon_optax", "paper_labels"]

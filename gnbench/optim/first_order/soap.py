@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gnbench.optim.checks import Checks
 from gnbench.optim.precision import pinned
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
@@ -407,7 +408,7 @@ def soap(
     return optax.GradientTransformation(inner.init, update_fn)
 
 
-@register("soap")
+@register("soap", reads=("soap",), check=Checks(positive_ints=("soap.precondition_frequency",)))
 def _soap(cfg: Any, ctx: BuildContext) -> Optimizer:
     s = cfg.soap
     lr = outer_schedule(cfg, cfg.learning_rate, ctx)

@@ -20,12 +20,13 @@ from typing import Any
 
 import optax
 
+from gnbench.optim.checks import Checks, get
 from gnbench.optim.registry import (
     BuildContext,
     Builder,
     Optimizer,
     clip,
-    config_value,
+    method,
     register,
     routing_line,
     schedule,
@@ -41,25 +42,70 @@ GN_SCHEDULES = (
 )
 
 
-# The keys that make the paper's configuration (experiments/base.py documents each) and the
-# values that keep gnbench's earlier behaviour, for configs written without them.
-GN_DEFAULTS = dict(
-    inner_grad_clip=0.0,
-    schedule_end=0.1,
-    warmup_start=0.0,
-    outer_warmup_steps=0,
-    cycle_warmup_steps=0,
-    boundary_off_by_one=False,
-    restart_schedule=False,
-    schedule_outer_steps=0,
-    inner_kfac_refresh="inner",
+# The paper's keys beyond the inner optimizer's own (experiments/base.py documents each and holds
+# every default; docs/paper_departures.md maps them to the paper's flags), logged as hparams.
+PAPER_KEYS = (
+    "inner_grad_clip",
+    "schedule_end",
+    "warmup_start",
+    "outer_warmup_steps",
+    "cycle_warmup_steps",
+    "boundary_off_by_one",
+    "restart_schedule",
+    "schedule_outer_steps",
+    "inner_kfac_refresh",
 )
 # gn.inner='kfac': when the K-FAC factors of G at θ_t are estimated (experiments/base.py).
 KFAC_REFRESH = ("outer", "inner")
+# Inner optimizers: each is a registered method whose own section (muon, kfac) GN then reads.
+GN_INNER = ("adamw", "muon", "muon_optax", "kfac")
+LINE_SEARCH_DATA = ("fresh", "inner")
 
 
-def _gn(g: Any, key: str) -> Any:
-    return config_value(g, key, GN_DEFAULTS[key])
+def reads(optimizer: Any) -> set[str]:
+    """``gn``, plus the sections its inner optimizer reads (``muon``, ``kfac``).
+
+    Example:
+      >>> sorted(reads({"gn": {"inner": "muon_optax"}}))
+      ['gn', 'muon']
+    """
+    inner = (optimizer.get("gn") or {}).get("inner")
+    return {"gn"} | (method(inner).sections(optimizer) if inner in GN_INNER else set())
+
+
+def _check_inner(optimizer: Any) -> None:
+    """The inner optimizer's own checks (its section's keys), as a run of it would get."""
+    inner = get(optimizer, "gn.inner")
+    check = method(inner).check if inner in GN_INNER else None
+    if check is not None:
+        check(optimizer)
+
+
+CHECKS = Checks(
+    choices={
+        "gn.inner": (GN_INNER, "GN inner optimizer"),
+        "gn.inner_schedule": (GN_SCHEDULES, "GN inner schedule"),
+        "gn.line_search_data": (LINE_SEARCH_DATA, "line-search data"),
+        "gn.inner_kfac_refresh": (KFAC_REFRESH, "K-FAC refresh"),
+    },
+    nonnegative_ints=(
+        "gn.inner_warmup_steps",
+        "gn.line_search",
+        "gn.outer_warmup_steps",
+        "gn.cycle_warmup_steps",
+        "gn.schedule_outer_steps",
+    ),
+    positive_floats=("gn.inner_learning_rate", "gn.inner_adam_learning_rate"),
+    nonnegative_floats=(
+        "gn.inner_weight_decay",
+        "gn.damping",
+        "gn.inner_grad_clip",
+        "gn.warmup_start",
+        "gn.schedule_end",
+    ),
+    decays=("gn.inner_b1", "gn.inner_b2"),
+    extra=(_check_inner,),
+)
 
 
 def _float(x):
@@ -78,10 +124,10 @@ def _per_outer_schedule(g, peak: float, t: int, k: int) -> Callable[[Any], Any]:
     ``p_{s+1}`` and the last outer step runs at the end value, as the paper's boundaries do."""
     import jax.numpy as jnp
 
-    start, end = _gn(g, "warmup_start"), peak * _gn(g, "schedule_end")
-    w_out, w_in = _gn(g, "outer_warmup_steps"), _gn(g, "cycle_warmup_steps")
+    start, end = g.warmup_start, peak * g.schedule_end
+    w_out, w_in = g.outer_warmup_steps, g.cycle_warmup_steps
     cosine_envelope = g.inner_schedule == "cosine_with_global_schedule"
-    shifted = cosine_envelope and _gn(g, "boundary_off_by_one") and t >= 2
+    shifted = cosine_envelope and g.boundary_off_by_one and t >= 2
     if not 0 <= w_in < k or (cosine_envelope and not 0 <= w_out < t):
         raise ValueError(
             f"gn.cycle_warmup_steps={w_in} must be in [0, K={k}) and gn.outer_warmup_steps="
@@ -115,8 +161,8 @@ def _gn_inner_schedule(g: Any, ctx: BuildContext) -> optax.ScalarOrSchedule:
     import jax.numpy as jnp
 
     k, peak, warmup = ctx.micro_batches, g.inner_learning_rate, g.inner_warmup_steps
-    t = _gn(g, "schedule_outer_steps") or ctx.total_steps
-    start, end = _gn(g, "warmup_start"), _gn(g, "schedule_end")
+    t = g.schedule_outer_steps or ctx.total_steps
+    start, end = g.warmup_start, g.schedule_end
     kind = g.inner_schedule
     if kind == "constant":
         return schedule(peak, t * k, warmup, "constant")
@@ -134,7 +180,7 @@ def _gn_inner_schedule(g: Any, ctx: BuildContext) -> optax.ScalarOrSchedule:
         sched = _per_outer_schedule(g, peak, t, k)
     else:
         raise ValueError(f"unknown inner_schedule {kind!r}; valid: {', '.join(GN_SCHEDULES)}")
-    if not _gn(g, "restart_schedule"):
+    if not g.restart_schedule:
         return sched
     return lambda step: sched(jnp.asarray(step) % k)
 
@@ -151,7 +197,7 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> tuple[optax.GradientTransformation
     from gnbench.optim.gn.gauss_newton import with_inner_schedule
 
     g = cfg.gn
-    max_norm = _gn(g, "inner_grad_clip")
+    max_norm = g.inner_grad_clip
     clipped = lambda tx: optax.chain(clip(max_norm), tx) if max_norm else tx  # noqa: E731
     refresh = None
     if g.inner == "adamw":
@@ -204,7 +250,7 @@ def _gn_inner(cfg: Any, ctx: BuildContext) -> tuple[optax.GradientTransformation
         # estimator; the inner lr, schedule, clip and decay of optimizer.gn.
         from gnbench.optim.approx_gn.kfac import kfac_from_config, kfac_refreshed_by_caller
 
-        when = _gn(g, "inner_kfac_refresh")
+        when = g.inner_kfac_refresh
         if when not in KFAC_REFRESH:
             raise ValueError(
                 f"unknown gn.inner_kfac_refresh {when!r}; valid: {', '.join(KFAC_REFRESH)}"
@@ -249,7 +295,7 @@ def _gn_builder(name: str, method: str, objective: str) -> Builder:
             tx = gn_prox_linear(ctx.apply_fn, ctx.loss_fn, inner_refresh=refresh, **kwargs)
         else:
             tx = gauss_newton(ctx.apply_fn, ctx.loss_fn, inner_refresh=refresh, **kwargs)
-        if g.line_search_data not in ("fresh", "inner"):
+        if g.line_search_data not in LINE_SEARCH_DATA:
             raise ValueError(f"gn.line_search_data={g.line_search_data!r}; valid: 'fresh', 'inner'")
         return Optimizer(
             tx=tx,
@@ -266,7 +312,7 @@ def _gn_builder(name: str, method: str, objective: str) -> Builder:
                 line_search=g.line_search,
                 warm_start=g.warm_start,
                 line_search_data=g.line_search_data,
-                **{key: _gn(g, key) for key in GN_DEFAULTS},
+                **{key: g[key] for key in PAPER_KEYS},
             ),
             ls_micro_batches=k if g.line_search else 0,
             ls_reuses_batch=bool(g.line_search) and g.line_search_data == "inner",
@@ -290,7 +336,10 @@ def _inner_description(name: str, inner: str, ctx: BuildContext) -> Callable[[An
     return None
 
 
-register("gauss_newton")(_gn_builder("gauss_newton", "full", "gn"))
-register("gn_prox_linear")(_gn_builder("gn_prox_linear", "full", "prox_linear"))
-register("layerwise_gn")(_gn_builder("layerwise_gn", "layerwise", "gn"))
-register("layerwise_prox_linear")(_gn_builder("layerwise_prox_linear", "layerwise", "prox_linear"))
+for _name, _method, _objective in (
+    ("gauss_newton", "full", "gn"),
+    ("gn_prox_linear", "full", "prox_linear"),
+    ("layerwise_gn", "layerwise", "gn"),
+    ("layerwise_prox_linear", "layerwise", "prox_linear"),
+):
+    register(_name, reads=reads, check=CHECKS)(_gn_builder(_name, _method, _objective))
