@@ -45,6 +45,7 @@ Curvature", ICML 2015; kfac-jax (github.com/google-deepmind/kfac-jax).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -53,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gnbench.optim import pytrees
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
 PyTree = Any
@@ -87,6 +89,38 @@ def _upcast(tree: PyTree) -> PyTree:
     return jax.tree.map(up, tree)
 
 
+class _FlatKernels:
+    """3-D kernels (flax ``DenseGeneral``: attention's ``(d, heads, head_dim)`` projections and
+    ``(heads, head_dim, d)`` outputs) shown to kfac-jax flattened, reshaped back inside the model.
+
+    kfac-jax's graph matcher tags such a kernel as a dense layer, then fails on its bias
+    ("Incompatible shapes for broadcasting"). Seen as a vector behind a reshape it matches no
+    pattern and gets kfac-jax's generic diagonal block (a warning says which leaves). 4-D
+    kernels (2-D convolutions, which kfac-jax registers) are left as they are.
+    """
+
+    def __init__(self):
+        self.shapes = None
+
+    def view(self, tree: PyTree) -> PyTree:
+        self.shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), tree)
+        return jax.tree.map(lambda p: p.reshape(-1) if p.ndim == 3 else p, tree)
+
+    def unview(self, tree: PyTree) -> PyTree:
+        return jax.tree.map(lambda v, s: v.reshape(s.shape), tree, self.shapes)
+
+    @staticmethod
+    def warn(params: PyTree) -> None:
+        flat = jax.tree_util.tree_leaves_with_path(params)
+        names = [jax.tree_util.keystr(p) for p, x in flat if x.ndim == 3]
+        if names:
+            warnings.warn(
+                f"kfac: 3-D kernels {', '.join(names)} get diagonal blocks, not Kronecker ones "
+                "(kfac-jax's dense blocks take 2-D kernels); see layer_table",
+                stacklevel=3,
+            )
+
+
 class KfacState(NamedTuple):
     """Preconditioner step count, PRNG key and kfac-jax's estimator state as named leaves."""
 
@@ -104,13 +138,14 @@ def _preconditioner(
     exact_inverses,
     loss_kind,
     inverse_update_period=1,
+    kernels=None,
 ):
     kfac_jax = _import_kfac_jax()
     if loss_kind not in LOSS_KINDS:
         raise ValueError(f"unknown loss_kind {loss_kind!r}; valid: {', '.join(LOSS_KINDS)}")
 
     def value_func(params, micro_batch):
-        outputs = apply_fn(params, micro_batch)
+        outputs = apply_fn(params if kernels is None else kernels.unview(params), micro_batch)
         # kfac-jax's losses are weight * sum(per entry) / batch_size, batch_size = positions(mb);
         # the weights make them gnbench's means over every position (e.g. a sequence's tokens).
         b = positions(micro_batch)
@@ -206,6 +241,11 @@ def _kfac_parts(
         raise ValueError(
             f"unknown estimation_mode {estimation_mode!r}; valid: {', '.join(ESTIMATION_MODES)}"
         )
+    if pytrees.is_function(damping):
+        raise ValueError(
+            "kfac: damping must be a number, got a function (a schedule?); only learning_rate "
+            "takes a schedule"
+        )
     if damping <= 0:
         raise ValueError(f"damping must be > 0, got {damping}")
     if int(inverse_update_period) != inverse_update_period or inverse_update_period < 1:
@@ -227,11 +267,13 @@ def _kfac_parts(
         exact_inverses,
         loss_kind,
         int(inverse_update_period),
+        kernels := _FlatKernels(),
     )
+    view = kernels.view
 
     def example(params):
         batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), example_micro_batch)
-        return (_upcast(params), _upcast(batch))
+        return (_upcast(view(params)), _upcast(batch))
 
     # kfac-jax's estimator state is a tree of its own classes; the transform's state holds its
     # leaves by index, and this structure (fixed by the params' shapes) rebuilds it. init records
@@ -252,6 +294,10 @@ def _kfac_parts(
         return jax.tree.unflatten(treedef(params), [estimator[k] for k in sorted(estimator)])
 
     def init_fn(params):
+        pytrees.check_params(params, "kfac")
+        # nnx.Optimizer inits on Variable-valued state and updates on arrays: trace arrays.
+        params = pytrees.pure(params)
+        _FlatKernels.warn(params)
         state = precond.init(example(params), jax.random.key(seed))
         if not structure:
             structure.append(jax.tree.structure(state.estimator_state))
@@ -264,15 +310,22 @@ def _kfac_parts(
         if params is None or batch is None:
             raise ValueError("kfac needs params and batch=: update(grads, state, params, batch=)")
         # As GN's inner optimizer the curvature is the GN model's, at θ_t, not at the iterate.
-        params = params if curvature_params is None else curvature_params
+        params = pytrees.pure(params if curvature_params is None else curvature_params)
         kfac_jax = _import_kfac_jax()
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
         micro_batch = first_micro_batch(batch)
         pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator, params))
         if not external_refresh:
-            pstate = precond.maybe_update(pstate, (_upcast(params), _upcast(micro_batch)), sub)
-        direction = precond.apply(_upcast(updates), pstate)
-        direction = jax.tree.map(lambda d, u: d.astype(u.dtype), direction, updates)
+            pstate = precond.maybe_update(
+                pstate, (_upcast(view(params)), _upcast(micro_batch)), sub
+            )
+        direction = precond.apply(_upcast(view(pytrees.pure(updates))), pstate)
+        # Back to the gradients' own containers (leaf order is kept by pure and view).
+        flat, tree = jax.tree.flatten(updates)
+        direction = tree.unflatten(
+            d.reshape(u.shape).astype(u.dtype)
+            for d, u in zip(jax.tree.leaves(direction), flat, strict=True)
+        )
         pstate = precond.increment_count(pstate)
         return direction, KfacState(
             pstate.count, jax.random.key_data(key), pack(pstate.estimator_state)
@@ -293,8 +346,9 @@ def _kfac_parts(
         kfac_jax = _import_kfac_jax()
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
         micro_batch = first_micro_batch(batch)
+        params = pytrees.pure(params)
         pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator, params))
-        pstate = precond.maybe_update(pstate, (_upcast(params), _upcast(micro_batch)), sub)
+        pstate = precond.maybe_update(pstate, (_upcast(view(params)), _upcast(micro_batch)), sub)
         return KfacState(state.count, jax.random.key_data(key), pack(pstate.estimator_state))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn), refresh
@@ -403,16 +457,28 @@ def layer_table(
       e.g. ``DenseTwoKroneckerFactored`` (Kronecker), ``ScaleAndShiftDiagonal``,
       ``NaiveDiagonal`` (generic).
     """
+    kernels = _FlatKernels()
     precond = _preconditioner(
-        apply_fn, _leading_dim, 1.0, 0.95, "fisher_gradients", False, "softmax_cross_entropy"
+        apply_fn,
+        _leading_dim,
+        1.0,
+        0.95,
+        "fisher_gradients",
+        False,
+        "softmax_cross_entropy",
+        1,
+        kernels,
     )
+    params = pytrees.pure(params)
     batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), example_micro_batch)
-    jax.eval_shape(lambda p: precond.init((p, batch), jax.random.key(0)), params)
+    jax.eval_shape(lambda p: precond.init((kernels.view(p), batch), jax.random.key(0)), params)
     estimator = precond.estimator
     rows = []
+    # flatten_up_to: one block index (or None) per leaf of params, whatever its containers
+    # (an Equinox module's None fields are empty subtrees, not leaves).
     for (path, leaf), block in zip(
         jax.tree_util.tree_leaves_with_path(params),
-        jax.tree.leaves(estimator.params_block_index, is_leaf=lambda x: x is None),
+        jax.tree.structure(params).flatten_up_to(estimator.params_block_index),
         strict=True,
     ):
         name = "none" if block is None else type(estimator.blocks[block]).__name__

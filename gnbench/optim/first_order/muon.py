@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers
 
-from gnbench.optim import routing
+from gnbench.optim import pytrees, routing
 from gnbench.optim.precision import newton_schulz_dtype
 from gnbench.optim.registry import clip, muon_family_builder, register
 
@@ -159,9 +159,7 @@ def orthogonalize_kernel(
 def _dims_tree(weight_dimension_numbers, updates):
     if weight_dimension_numbers is None:
         return jax.tree.map(lambda _: None, updates)
-    if callable(weight_dimension_numbers):
-        return weight_dimension_numbers(updates)
-    return weight_dimension_numbers
+    return pytrees.call_or_tree(weight_dimension_numbers, updates)
 
 
 class MuonReferenceState(NamedTuple):
@@ -343,9 +341,11 @@ def muon(
             optax.scale_by_learning_rate(learning_rate),
         )
         groups = routing.label_tree(tree, table, lambda r: r.group)
-        return optax.partition({"muon": muon_part, "adam": adam_part}, groups)
+        routing.warn_if_no_muon(table, tree, "muon")
+        return optax.partition({"muon": muon_part, "adam": adam_part}, pytrees.constant(groups))
 
     def init_fn(params):
+        pytrees.check_params(params, "muon")
         return build(params).init(params)
 
     def update_fn(updates, state, params=None):
