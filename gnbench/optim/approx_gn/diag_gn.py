@@ -118,7 +118,14 @@ def _check_micro_batches(apply_fn, params, batch, used: int, classes: bool) -> N
     if not classes:
         return
     micro_batch = jax.tree.map(lambda x: x[0], batch)
-    out = jax.eval_shape(apply_fn, params, micro_batch)
+    try:
+        out = jax.eval_shape(apply_fn, params, micro_batch)
+    except (TypeError, ValueError) as e:  # e.g. a model given one example's features
+        shapes = jax.tree.map(jnp.shape, micro_batch)
+        raise ValueError(
+            f"diag_gn: apply_fn(params, batch[0]) fails on micro-batch shapes {shapes} "
+            f"({type(e).__name__}); {_BATCH_FIX}"
+        ) from e
     shapes = [o.shape for o in jax.tree.leaves(out)]
     if any(len(s) < 2 for s in shapes):
         raise ValueError(
