@@ -71,6 +71,40 @@ def path_names(path: Sequence[Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def top_level_depth(names: Sequence[tuple[str, ...]]) -> int:
+    """Index of the top level in the name paths: below linen's ``"params"`` and single-entry
+    wrappers (an nnx model whose layers sit in one ``nnx.List``), never inside one layer.
+
+    Example:
+      >>> top_level_depth([("params", "Dense_0", "kernel"), ("params", "Dense_1", "kernel")])
+      1
+    """
+    d = 0
+    while names and all(len(n) > d + 1 for n in names) and len({n[d] for n in names}) == 1:
+        linen_collection = d == 0 and names[0][0] == "params"
+        if not linen_collection and not all(len(n) > d + 2 for n in names):
+            break  # One layer holding its leaves: it is the top level.
+        d += 1
+    return d
+
+
+def normalize_dims(dims: Any, shape: tuple[int, ...], where: str) -> MuonDimensionNumbers:
+    """``dims`` with tuples of non-negative axes, checked against ``shape``."""
+    if not isinstance(dims, MuonDimensionNumbers):
+        raise ValueError(f"{where}: got {dims!r}; valid: a MuonDimensionNumbers or None (adam)")
+    if len(shape) < 2:
+        raise ValueError(f"{where}: Muon needs a leaf of ndim >= 2, got shape {shape}")
+    axes = []
+    for field in (dims.reduction_axis, dims.output_axis):
+        field = (field,) if isinstance(field, int) else tuple(field)
+        if not field or any(not -len(shape) <= a < len(shape) for a in field):
+            raise ValueError(f"{where}: axes {field} of {dims} invalid for shape {shape}")
+        axes.append(tuple(sorted(a % len(shape) for a in field)))
+    if set(axes[0]) & set(axes[1]):
+        raise ValueError(f"{where}: reduction and output axes overlap in {dims}")
+    return MuonDimensionNumbers(*axes)
+
+
 _FIX = "pass only the arrays (Equinox: params, static = eqx.partition(model, eqx.is_array))"
 
 
@@ -167,6 +201,8 @@ __all__ = [
     "constant",
     "is_function",
     "known_layouts",
+    "normalize_dims",
     "path_names",
     "pure",
+    "top_level_depth",
 ]

@@ -68,7 +68,7 @@ import math
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -76,7 +76,14 @@ import jax.numpy as jnp  # noqa: F401  (the module docstring's example)
 import optax
 from optax.contrib import MuonDimensionNumbers
 
-from gnbench.optim.pytrees import Layout, call_or_tree, known_layouts, path_names
+from gnbench.optim.pytrees import (
+    Layout,
+    call_or_tree,
+    known_layouts,
+    normalize_dims,
+    path_names,
+    top_level_depth,
+)
 
 GROUPS = ("muon", "adam")
 OUTER_ADAM_ROLES = ("embedding", "positional", "head")  # muon_optax's own AdamW group.
@@ -105,23 +112,6 @@ class Route(NamedTuple):
     dims: MuonDimensionNumbers | None
     reason: str
     role: str
-
-
-def top_level_depth(names: Sequence[tuple[str, ...]]) -> int:
-    """Index of the top level in the name paths: below linen's ``"params"`` and single-entry
-    wrappers (an nnx model whose layers sit in one ``nnx.List``), never inside one layer.
-
-    Example:
-      >>> top_level_depth([("params", "Dense_0", "kernel"), ("params", "Dense_1", "kernel")])
-      1
-    """
-    d = 0
-    while names and all(len(n) > d + 1 for n in names) and len({n[d] for n in names}) == 1:
-        linen_collection = d == 0 and names[0][0] == "params"
-        if not linen_collection and not all(len(n) > d + 2 for n in names):
-            break  # One layer holding its leaves: it is the top level.
-        d += 1
-    return d
 
 
 def _places(names: tuple[str, ...], depth: int) -> list[str]:
@@ -179,23 +169,6 @@ def _context(leaves: list[tuple[tuple[str, ...], Any]], layouts: dict) -> _Conte
         output_layer = max(matches, key=lambda m: int(m.group(2))).group(0)
     head_named = any(_HEAD.fullmatch(p) for n in names for p in _places(n, depth))
     return _Context(depth, vocab, width, layers, output_layer, head_named, layouts)
-
-
-def normalize_dims(dims: Any, shape: tuple[int, ...], where: str) -> MuonDimensionNumbers:
-    """``dims`` with tuples of non-negative axes, checked against ``shape``."""
-    if not isinstance(dims, MuonDimensionNumbers):
-        raise ValueError(f"{where}: got {dims!r}; valid: a MuonDimensionNumbers or None (adam)")
-    if len(shape) < 2:
-        raise ValueError(f"{where}: Muon needs a leaf of ndim >= 2, got shape {shape}")
-    axes = []
-    for field in (dims.reduction_axis, dims.output_axis):
-        field = (field,) if isinstance(field, int) else tuple(field)
-        if not field or any(not -len(shape) <= a < len(shape) for a in field):
-            raise ValueError(f"{where}: axes {field} of {dims} invalid for shape {shape}")
-        axes.append(tuple(sorted(a % len(shape) for a in field)))
-    if set(axes[0]) & set(axes[1]):
-        raise ValueError(f"{where}: reduction and output axes overlap in {dims}")
-    return MuonDimensionNumbers(*axes)
 
 
 def _split(names, shape, ctx) -> tuple[MuonDimensionNumbers, str, bool]:

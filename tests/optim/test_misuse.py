@@ -208,3 +208,13 @@ def test_kfac_layer_table_on_equinox_params_and_attention_warning():
     attn = lambda p, mb: jnp.einsum("bd,dhk->bhk", mb["x"], p["q"]).reshape(-1, 6)  # noqa: E731
     with pytest.warns(UserWarning, match=r"3-D kernels \['q'\] get diagonal blocks"):
         kfac(attn, 0.1, {"x": jnp.ones((5, 4))}).init(kernel)
+
+
+@pytest.mark.parametrize("mode", ["ggn_exact", "fisher_exact"])
+def test_kfac_exact_modes_refused_on_sequence_logits(mode):
+    params = {"w": jnp.ones((3, 5)) * 0.1}
+    apply_fn = lambda p, mb: mb @ p["w"]  # noqa: E731  (B, T, 3) -> logits (B, T, 5)
+    with pytest.raises(ValueError, match=r"use estimation_mode='fisher_gradients'") as e:
+        kfac(apply_fn, 0.1, jnp.ones((2, 4, 3)), estimation_mode=mode).init(params)
+    assert "(2, 4, 5)" in one_line(e)
+    kfac(apply_fn, 0.1, jnp.ones((8, 3)), estimation_mode=mode).init(params)  # (B, V): fine

@@ -5,7 +5,12 @@ softmax cross-entropy the Fisher kfac-jax estimates equals G) by one block per l
 Kronecker product: for a dense layer ``y = x W + b`` the block is ``A ⊗ S`` with ``A = E[x̃ x̃ᵀ]``
 (inputs with a 1 appended for the bias) and ``S = E[s sᵀ]`` (output-space curvature pulled back
 to the layer's outputs). Norm scales and shifts get diagonal blocks; parameters the graph
-matcher does not recognize (e.g. an embedding table) get kfac-jax's generic diagonal block.
+matcher does not recognize (e.g. an embedding table, an Equinox ``(out, in)`` weight applied as
+``W @ x``) get kfac-jax's generic diagonal block, and so do 3-D kernels (attention's
+``DenseGeneral`` projections: kfac-jax mis-tags them, so they are shown to it flattened, with a
+warning; :class:`gnbench.optim.approx_gn.kfac_compat.FlatKernels`). :func:`layer_table` lists
+the blocks of any parameter pytree. The exact modes (``ggn_exact``, ``fisher_exact``) are refused
+on logits with more than two axes, where kfac-jax 0.0.8 gets them wrong.
 
 The variant: **fixed learning rate and damping**, with heavy-ball momentum on the preconditioned
 gradient and decoupled weight decay (kfac-jax's adaptive ``kfac_jax.Optimizer``, whose learning
@@ -45,7 +50,6 @@ Curvature", ICML 2015; kfac-jax (github.com/google-deepmind/kfac-jax).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,10 +59,14 @@ import numpy as np
 import optax
 
 from gnbench.optim import pytrees
+from gnbench.optim.approx_gn import kfac_compat
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
 PyTree = Any
 ESTIMATION_MODES = ("fisher_gradients", "ggn_curvature_prop", "ggn_exact", "fisher_exact")
+# kfac-jax 0.0.8's exact output Hessians are right only for (examples, classes) logits: on
+# (B, T, V) its replicated one-hot multiply gives diag(p) + (T - 2) p pᵀ per position.
+EXACT_MODES = ("ggn_exact", "fisher_exact")
 LOSS_KINDS = ("softmax_cross_entropy", "squared_error")
 
 
@@ -67,8 +75,6 @@ def _import_kfac_jax():
         import kfac_jax
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("the kfac optimizer needs kfac-jax: pip install 'gnbench[ladder]'") from e
-    from gnbench.optim.approx_gn import kfac_compat
-
     kfac_compat.apply()
     return kfac_jax
 
@@ -87,38 +93,6 @@ def _upcast(tree: PyTree) -> PyTree:
         return x.astype(jnp.float32) if low else x
 
     return jax.tree.map(up, tree)
-
-
-class _FlatKernels:
-    """3-D kernels (flax ``DenseGeneral``: attention's ``(d, heads, head_dim)`` projections and
-    ``(heads, head_dim, d)`` outputs) shown to kfac-jax flattened, reshaped back inside the model.
-
-    kfac-jax's graph matcher tags such a kernel as a dense layer, then fails on its bias
-    ("Incompatible shapes for broadcasting"). Seen as a vector behind a reshape it matches no
-    pattern and gets kfac-jax's generic diagonal block (a warning says which leaves). 4-D
-    kernels (2-D convolutions, which kfac-jax registers) are left as they are.
-    """
-
-    def __init__(self):
-        self.shapes = None
-
-    def view(self, tree: PyTree) -> PyTree:
-        self.shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), tree)
-        return jax.tree.map(lambda p: p.reshape(-1) if p.ndim == 3 else p, tree)
-
-    def unview(self, tree: PyTree) -> PyTree:
-        return jax.tree.map(lambda v, s: v.reshape(s.shape), tree, self.shapes)
-
-    @staticmethod
-    def warn(params: PyTree) -> None:
-        flat = jax.tree_util.tree_leaves_with_path(params)
-        names = [jax.tree_util.keystr(p) for p, x in flat if x.ndim == 3]
-        if names:
-            warnings.warn(
-                f"kfac: 3-D kernels {', '.join(names)} get diagonal blocks, not Kronecker ones "
-                "(kfac-jax's dense blocks take 2-D kernels); see layer_table",
-                stacklevel=3,
-            )
 
 
 class KfacState(NamedTuple):
@@ -267,7 +241,7 @@ def _kfac_parts(
         exact_inverses,
         loss_kind,
         int(inverse_update_period),
-        kernels := _FlatKernels(),
+        kernels := kfac_compat.FlatKernels(),
     )
     view = kernels.view
 
@@ -297,7 +271,15 @@ def _kfac_parts(
         pytrees.check_params(params, "kfac")
         # nnx.Optimizer inits on Variable-valued state and updates on arrays: trace arrays.
         params = pytrees.pure(params)
-        _FlatKernels.warn(params)
+        kfac_compat.FlatKernels.warn(params)
+        if estimation_mode in EXACT_MODES:
+            logits = jax.eval_shape(apply_fn, params, example_micro_batch)
+            if logits.ndim > 2:
+                raise ValueError(
+                    f"kfac: estimation_mode={estimation_mode!r} is wrong on logits of shape "
+                    f"{logits.shape} (kfac-jax 0.0.8 spreads each position's output Hessian "
+                    "over all positions); use estimation_mode='fisher_gradients'"
+                )
         state = precond.init(example(params), jax.random.key(seed))
         if not structure:
             structure.append(jax.tree.structure(state.estimator_state))
@@ -457,7 +439,7 @@ def layer_table(
       e.g. ``DenseTwoKroneckerFactored`` (Kronecker), ``ScaleAndShiftDiagonal``,
       ``NaiveDiagonal`` (generic).
     """
-    kernels = _FlatKernels()
+    kernels = kfac_compat.FlatKernels()
     precond = _preconditioner(
         apply_fn,
         _leading_dim,
