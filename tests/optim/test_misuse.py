@@ -218,3 +218,19 @@ def test_kfac_exact_modes_refused_on_sequence_logits(mode):
         kfac(apply_fn, 0.1, jnp.ones((2, 4, 3)), estimation_mode=mode).init(params)
     assert "(2, 4, 5)" in one_line(e)
     kfac(apply_fn, 0.1, jnp.ones((8, 3)), estimation_mode=mode).init(params)  # (B, V): fine
+
+
+def test_every_transform_the_readme_names_is_a_callable_export():
+    import inspect
+
+    import gnbench.optim as optim
+    from gnbench.optim.approx_gn import diag_gn as diag_gn_module
+    from gnbench.optim.approx_gn import kfac as kfac_module
+
+    names = ["gauss_newton", "gn_prox_linear", "layerwise_gauss_newton", "soap", "muon"]
+    names += ["muon_optax", "diag_gn", "kfac", "none_grads_as_zeros", "inject_gn_hyperparams"]
+    names += ["line_search_alphas", "transformer_blocks", "format_routing", "routing_table"]
+    for name in names:
+        assert name in optim.__all__ and inspect.isfunction(getattr(optim, name)), name
+    assert inspect.ismodule(kfac_module) and inspect.ismodule(diag_gn_module)
+    assert kfac_module.kfac is optim.kfac and diag_gn_module.diag_gn is optim.diag_gn
