@@ -25,6 +25,7 @@ from gnbench.optim import (
 )
 from gnbench.optim.approx_gn.kfac import layer_table
 from gnbench.optim.first_order.muon import orthogonalize
+from gnbench.optim.gn.layerwise import format_blocks
 from gnbench.optim.routing import RoutingWarning, routes
 
 
@@ -183,9 +184,15 @@ def test_layerwise_gn_on_equinox_with_default_blocks_and_a_labels_function():
     _, params, static = mlp(depth=2)
     apply_fn = lambda p, mb: jax.vmap(eqx.combine(p, static))(mb["x"])  # noqa: E731
     batch = mlp_data()
-    by_layer = lambda p: eqx.tree_at(  # noqa: E731  an Equinox-shaped label tree
-        lambda t: t.layers, jax.tree.map(lambda _: "rest", p), replace_fn=lambda ls: ls
-    )
+
+    def by_layer(p):  # an Equinox-shaped label tree: itself a callable module
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: "first" if path[1].idx == 0 else "rest", p
+        )
+
+    assert callable(by_layer(params))
+    assert format_blocks(params).startswith("3 blocks\nlayers/0  144  layers/0/weight")
+    assert format_blocks(params, by_layer).startswith("2 blocks\nfirst  144")
     for blocks in (None, by_layer):
         extra = {} if blocks is None else {"blocks": blocks}
         tx = layerwise_gauss_newton(
