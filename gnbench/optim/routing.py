@@ -18,7 +18,7 @@ X. The first rule that matches wins:
 3. positional table: named ``wpe``, ``pos``, ``pos_*``, ``*_pos``, ``position*``, ``*pos_emb*``
    -> adam.
 4. embedding: named ``wte``, ``embed*`` (``embedding``, ``Embed_0``), ``*_embed``,
-   ``*_embedding(s)`` -> adam.
+   ``*_embedding(s)``, or an Equinox ``nn.Embedding``'s weight -> adam.
 5. output head: named ``head``, ``*_head`` (``lm_head``), ``classifier``, ``logits``,
    ``readout``, ``unembed*`` -> adam.
 6. output head by vocabulary: a 2-D leaf whose last axis is the vocabulary size ``V`` of the
@@ -27,7 +27,11 @@ X. The first rule that matches wins:
    ``weight`` leaf directly) are all named ``<prefix><number>`` with one prefix (``Dense_0`` ..
    ``Dense_3``; ``fc1``, ``fc2``; an ``nnx.List``'s ``0`` .. ``n``), the highest-numbered one's
    matrices -> adam. (Its input layer stays with Muon.)
-8. any other 2-D leaf -> muon, as the Flax ``(in, out)`` matrix: ``MuonDimensionNumbers(0, 1)``.
+8. any other 2-D leaf -> muon, as the Flax ``(in, out)`` matrix: ``MuonDimensionNumbers(0, 1)``;
+   but a weight whose layer class fixes its axes is read in them
+   (:func:`gnbench.optim.pytrees.known_layouts`): an Equinox ``nn.Linear`` as ``(out, in)``,
+   ``MuonDimensionNumbers(1, 0)``, an ``nn.Conv`` as ``(out, in, *window)``. The table's
+   reason names the convention (rule 6 compares the output axis).
 9. a >2-D leaf -> muon, reshaped by DenseGeneral's convention (input axes, then feature axes) to
    the ``(fan_in, fan_out)`` matrix, ``MuonDimensionNumbers(reduction_axis=input axes,
    output_axis=feature axes)``, no batch axes. The input axes are all but the last for a module

@@ -241,3 +241,16 @@ def test_every_transform_the_readme_names_is_a_callable_export():
         assert name in optim.__all__ and inspect.isfunction(getattr(optim, name)), name
     assert inspect.ismodule(kfac_module) and inspect.ismodule(diag_gn_module)
     assert kfac_module.kfac is optim.kfac and diag_gn_module.diag_gn is optim.diag_gn
+
+
+def test_user_given_out_in_convention_through_weight_dimension_numbers():
+    w_out_in = jax.random.normal(jax.random.key(3), (16, 8))
+    g = jnp.sin(w_out_in)
+    wdn = {"w": MuonDimensionNumbers((1,), (0,))}
+    text = format_routing({"w": w_out_in}, weight_dimension_numbers=wdn)
+    assert "weight_dimension_numbers=" in text
+    tx = muon(0.1, weight_dimension_numbers=wdn)
+    got, _ = tx.update({"w": g}, tx.init({"w": w_out_in}), {"w": w_out_in})
+    ref = muon(0.1)
+    want, _ = ref.update({"w": g.T}, ref.init({"w": w_out_in.T}), {"w": w_out_in.T})
+    np.testing.assert_allclose(got["w"], want["w"].T, rtol=1e-6)

@@ -26,6 +26,8 @@ leave the singular values in roughly [0.7, 1.2] rather than at 1, which does not
 Layout: the reference's width factor ``max(1, grad.size(-2) / grad.size(-1)) ** 0.5`` is written
 for PyTorch's ``(out, in)`` weights. Flax kernels are ``(in, out)``, so here
 :math:`d_\text{out}/d_\text{in}` = ``shape[1] / shape[0]``: the same factor for the same layer.
+Equinox's ``nn.Linear`` weights are ``(out, in)``, as PyTorch's: the routing detects them and
+gives them ``MuonDimensionNumbers((1,), (0,))``, so the factor is again the layer's.
 Newton-Schulz needs no change (it commutes with transposition).
 
 Decay: the reference's ``p.mul_(1 - lr*wd); p.add_(update, alpha=-lr)`` gives
