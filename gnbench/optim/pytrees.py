@@ -48,6 +48,17 @@ def is_function(x: Any) -> bool:
     return callable(x) and jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
 
 
+def require_numbers(who: str, fix: str = "only learning_rate takes a schedule", **values) -> None:
+    """Refuses, in one line naming the argument, a function (a schedule) where a number goes.
+
+    Example:
+      >>> require_numbers("muon", momentum=0.95)
+    """
+    for name, value in values.items():
+        if is_function(value):
+            raise ValueError(f"{who}: {name} must be a number, got a function (a schedule?); {fix}")
+
+
 def call_or_tree(x: Any, params: Any) -> Any:
     """``x(params)`` if ``x`` is a function (:func:`is_function`), else ``x`` itself."""
     return x(params) if is_function(x) else x
@@ -204,5 +215,6 @@ __all__ = [
     "normalize_dims",
     "path_names",
     "pure",
+    "require_numbers",
     "top_level_depth",
 ]

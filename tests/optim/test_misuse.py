@@ -254,3 +254,18 @@ def test_user_given_out_in_convention_through_weight_dimension_numbers():
     ref = muon(0.1)
     want, _ = ref.update({"w": g.T}, ref.init({"w": w_out_in.T}), {"w": w_out_in.T})
     np.testing.assert_allclose(got["w"], want["w"].T, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda s: muon(0.02, momentum=s), "muon: momentum"),
+        (lambda s: muon_optax(0.02, weight_decay=s), "muon_optax: weight_decay"),
+        (lambda s: soap(1e-3, weight_decay=s), "soap: weight_decay"),
+        (lambda s: kfac(None, 1e-3, None, momentum=s), "kfac: momentum"),
+    ],
+)
+def test_other_schedules_where_numbers_go_are_refused_by_name(make, name):
+    with pytest.raises(ValueError, match=rf"{name} must be a number, got a function") as e:
+        make(optax.linear_schedule(0.9, 0.5, 10))
+    assert "only learning_rate takes a schedule" in one_line(e)

@@ -173,12 +173,7 @@ def scale_by_diag_gn(
     """
     if not 0 < power <= 1:
         raise ValueError(f"power must be in (0, 1], got {power}")
-    for name, value in (("damping", damping), ("b1", b1), ("b2", b2)):
-        if pytrees.is_function(value):
-            raise ValueError(
-                f"diag_gn: {name} must be a number, got a function (a schedule?); only "
-                "learning_rate takes a schedule (or use optax.inject_hyperparams(diag_gn))"
-            )
+    pytrees.require_numbers("diag_gn", damping=damping, b1=b1, b2=b2)
     if isinstance(damping, (int, float)) and damping <= 0:
         raise ValueError(f"damping must be > 0, got {damping}")
     if curvature_micro_batches < 1:

@@ -215,11 +215,7 @@ def _kfac_parts(
         raise ValueError(
             f"unknown estimation_mode {estimation_mode!r}; valid: {', '.join(ESTIMATION_MODES)}"
         )
-    if pytrees.is_function(damping):
-        raise ValueError(
-            "kfac: damping must be a number, got a function (a schedule?); only learning_rate "
-            "takes a schedule"
-        )
+    pytrees.require_numbers("kfac", damping=damping, curvature_ema=curvature_ema)
     if damping <= 0:
         raise ValueError(f"damping must be > 0, got {damping}")
     if int(inverse_update_period) != inverse_update_period or inverse_update_period < 1:
@@ -356,6 +352,7 @@ def kfac(
     Args: as :func:`scale_by_kfac`, plus ``learning_rate`` (number or schedule), ``momentum`` μ
     (heavy ball on the preconditioned gradient; 0 = none) and ``weight_decay`` (decoupled).
     """
+    pytrees.require_numbers("kfac", momentum=momentum, weight_decay=weight_decay)
     scale = scale_by_kfac(
         apply_fn,
         example_micro_batch,

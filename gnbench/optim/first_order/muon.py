@@ -322,6 +322,14 @@ def muon(
       >>> updates["block_0"]["up"]["kernel"].shape
       (4, 4)
     """
+    pytrees.require_numbers(
+        "muon",
+        momentum=momentum,
+        weight_decay=weight_decay,
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_weight_decay=adam_weight_decay,
+    )
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
     adam_part = optax.adamw(

@@ -138,6 +138,14 @@ def muon_optax(
       >>> updates["w"].shape
       (4, 4)
     """
+    pytrees.require_numbers(
+        "muon_optax",
+        momentum=momentum,
+        weight_decay=weight_decay,
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_weight_decay=adam_weight_decay,
+    )
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)

@@ -399,6 +399,7 @@ def soap(
       >>> bool((params["w"] < 1).all())
       True
     """
+    pytrees.require_numbers("soap", b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     inner = scale_by_soap(
         b1=b1,
         b2=b2,

@@ -252,11 +252,8 @@ def _gn_family(
         ) from e
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
-    if pytrees.is_function(damping):
-        raise ValueError(
-            "damping must be a number, got a function (a schedule?); to change it between "
-            "steps use inject_gn_hyperparams(gauss_newton)(..., damping=schedule)"
-        )
+    fix = "to change it between steps use inject_gn_hyperparams(gauss_newton)(..., damping=...)"
+    pytrees.require_numbers("gauss_newton", fix, damping=damping)
     # Validated only when concrete: under optax.inject_hyperparams it is an array or a tracer.
     if isinstance(damping, numbers.Real) and not damping >= 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
