@@ -211,6 +211,9 @@ def test_kfac_layer_table_on_equinox_params_and_attention_warning():
     assert [(p, s) for p, s, _ in rows] == sorted(
         (jax.tree_util.keystr(p), x.shape) for p, x in jax.tree_util.tree_leaves_with_path(params)
     )
+    # kfac-jax does not recognise Equinox's W @ x: diagonal blocks, said at init.
+    with pytest.warns(UserWarning, match=r"matrices \.layers\[0\]\.weight, \.layers\[1\]"):
+        kfac(apply_fn, 0.1, example).init(params)
     kernel = {"q": jnp.ones((4, 2, 3)) * 0.1}  # a DenseGeneral (d, heads, head_dim) kernel
     attn = lambda p, mb: jnp.einsum("bd,dhk->bhk", mb["x"], p["q"]).reshape(-1, 6)  # noqa: E731
     with pytest.warns(UserWarning, match=r"3-D kernels \['q'\] get diagonal blocks"):

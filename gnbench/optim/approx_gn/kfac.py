@@ -50,6 +50,7 @@ Curvature", ICML 2015; kfac-jax (github.com/google-deepmind/kfac-jax).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -58,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gnbench.optim import pytrees
+from gnbench.optim import pytrees, routing
 from gnbench.optim.approx_gn import kfac_compat
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
@@ -277,6 +278,7 @@ def _kfac_parts(
                     "over all positions); use estimation_mode='fisher_gradients'"
                 )
         state = precond.init(example(params), jax.random.key(seed))
+        _warn_generic_matrices(precond.estimator, params)
         if not structure:
             structure.append(jax.tree.structure(state.estimator_state))
         return KfacState(
@@ -330,6 +332,42 @@ def _kfac_parts(
         return KfacState(state.count, jax.random.key_data(key), pack(pstate.estimator_state))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn), refresh
+
+
+def _blocks_of(estimator: Any, params: PyTree) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(path, shape, block class)`` per leaf of ``params`` after ``estimator`` was built."""
+    rows = []
+    # flatten_up_to: one block index (or None) per leaf of params, whatever its containers
+    # (an Equinox module's None fields are empty subtrees, not leaves).
+    for (path, leaf), block in zip(
+        jax.tree_util.tree_leaves_with_path(params),
+        jax.tree.structure(params).flatten_up_to(estimator.params_block_index),
+        strict=True,
+    ):
+        name = "none" if block is None else type(estimator.blocks[block]).__name__
+        rows.append((jax.tree_util.keystr(path), tuple(leaf.shape), name))
+    return rows
+
+
+def _warn_generic_matrices(estimator: Any, params: PyTree) -> None:
+    """Warns when hidden 2-D matrices get kfac-jax's generic diagonal block: its graph matcher
+    did not recognise their layer (e.g. Equinox's ``W @ x``), so K-FAC is diagonal there.
+    Embeddings and positional tables (by the routing's roles) are expected there: not named."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the routing's own guesses are Muon's business
+        roles = {r.path: r.role for r in routing.routes(params).values()}
+    rows = _blocks_of(estimator, params)
+    names = [
+        path
+        for (path, shape, block), role in zip(rows, roles.values(), strict=True)
+        if len(shape) == 2 and block == "NaiveDiagonal" and role not in ("embedding", "positional")
+    ]
+    if names:
+        warnings.warn(
+            f"kfac: matrices {', '.join(names)} get kfac-jax's generic diagonal blocks, not "
+            "Kronecker ones (its graph matcher did not recognise their layers); see layer_table",
+            stacklevel=3,
+        )
 
 
 def kfac(
@@ -451,18 +489,7 @@ def layer_table(
     params = pytrees.pure(params)
     batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), example_micro_batch)
     jax.eval_shape(lambda p: precond.init((kernels.view(p), batch), jax.random.key(0)), params)
-    estimator = precond.estimator
-    rows = []
-    # flatten_up_to: one block index (or None) per leaf of params, whatever its containers
-    # (an Equinox module's None fields are empty subtrees, not leaves).
-    for (path, leaf), block in zip(
-        jax.tree_util.tree_leaves_with_path(params),
-        jax.tree.structure(params).flatten_up_to(estimator.params_block_index),
-        strict=True,
-    ):
-        name = "none" if block is None else type(estimator.blocks[block]).__name__
-        rows.append((jax.tree_util.keystr(path), tuple(leaf.shape), name))
-    return sorted(rows)
+    return sorted(_blocks_of(precond.estimator, params))
 
 
 def format_layer_table(rows: list[tuple[str, tuple[int, ...], str]]) -> str:
