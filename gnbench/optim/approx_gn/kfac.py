@@ -6,7 +6,8 @@ Kronecker product: for a dense layer ``y = x W + b`` the block is ``A ⊗ S`` wi
 (inputs with a 1 appended for the bias) and ``S = E[s sᵀ]`` (output-space curvature pulled back
 to the layer's outputs). Norm scales and shifts get diagonal blocks; parameters the graph
 matcher does not recognize (e.g. an embedding table, an Equinox ``(out, in)`` weight applied as
-``W @ x``) get kfac-jax's generic diagonal block, and so do 3-D kernels (attention's
+``W @ x``; ``init`` warns about such hidden matrices) get kfac-jax's generic diagonal block, and
+so do 3-D kernels (attention's
 ``DenseGeneral`` projections: kfac-jax mis-tags them, so they are shown to it flattened, with a
 warning; :class:`gnbench.optim.approx_gn.kfac_compat.FlatKernels`). :func:`layer_table` lists
 the blocks of any parameter pytree. The exact modes (``ggn_exact``, ``fisher_exact``) are refused
