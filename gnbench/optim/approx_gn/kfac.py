@@ -7,11 +7,10 @@ Kronecker product: for a dense layer ``y = x W + b`` the block is ``A ⊗ S`` wi
 to the layer's outputs). Norm scales and shifts get diagonal blocks; parameters the graph
 matcher does not recognize (e.g. an embedding table, an Equinox ``(out, in)`` weight applied as
 ``W @ x``; ``init`` warns about such hidden matrices) get kfac-jax's generic diagonal block, and
-so do 3-D kernels (attention's
-``DenseGeneral`` projections: kfac-jax mis-tags them, so they are shown to it flattened, with a
-warning; :class:`gnbench.optim.approx_gn.kfac_compat.FlatKernels`). :func:`layer_table` lists
-the blocks of any parameter pytree. The exact modes (``ggn_exact``, ``fisher_exact``) are refused
-on logits with more than two axes, where kfac-jax 0.0.8 gets them wrong.
+so do 3-D kernels (attention's ``DenseGeneral`` projections: kfac-jax mis-tags them, so they
+are shown to it flattened, with a warning: ``kfac_compat.FlatKernels``). :func:`layer_table`
+lists the blocks of any parameter pytree. The exact modes (``ggn_exact``, ``fisher_exact``) are
+refused on logits with more than two axes, where kfac-jax 0.0.8 gets them wrong.
 
 The variant: **fixed learning rate and damping**, with heavy-ball momentum on the preconditioned
 gradient and decoupled weight decay (kfac-jax's adaptive ``kfac_jax.Optimizer``, whose learning
