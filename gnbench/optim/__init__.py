@@ -18,8 +18,10 @@ Example:
   ...                         inner=optax.adam(1e-3), inner_steps=4)
 """
 
-# Importing a method's module registers its builder (gnbench/optim/registry.py).
-from gnbench.optim.approx_gn import diag_gn, kfac  # noqa: F401
+# Importing a method's module registers its builder (gnbench/optim/registry.py). The names are
+# the factories; the modules stay reachable as gnbench.optim.approx_gn.diag_gn / .kfac.
+from gnbench.optim.approx_gn.diag_gn import diag_gn
+from gnbench.optim.approx_gn.kfac import kfac
 from gnbench.optim.first_order.muon import muon, orthogonalize, scale_by_muon_reference
 from gnbench.optim.first_order.muon_optax import muon_optax
 from gnbench.optim.first_order.soap import SoapState, scale_by_soap, soap
@@ -38,12 +40,14 @@ __all__ = [
     "Optimizer",
     "SoapState",
     "build",
+    "diag_gn",
     "format_blocks",
     "format_routing",
     "gauss_newton",
     "gn_prox_linear",
     "gn_vector_product",
     "inject_gn_hyperparams",
+    "kfac",
     "known_optimizers",
     "layerwise_gauss_newton",
     "line_search_alphas",

@@ -18,7 +18,7 @@ X. The first rule that matches wins:
 3. positional table: named ``wpe``, ``pos``, ``pos_*``, ``*_pos``, ``position*``, ``*pos_emb*``
    -> adam.
 4. embedding: named ``wte``, ``embed*`` (``embedding``, ``Embed_0``), ``*_embed``,
-   ``*_embedding(s)`` -> adam.
+   ``*_embedding(s)``, or an Equinox ``nn.Embedding``'s weight -> adam.
 5. output head: named ``head``, ``*_head`` (``lm_head``), ``classifier``, ``logits``,
    ``readout``, ``unembed*`` -> adam.
 6. output head by vocabulary: a 2-D leaf whose last axis is the vocabulary size ``V`` of the
@@ -27,7 +27,11 @@ X. The first rule that matches wins:
    ``weight`` leaf directly) are all named ``<prefix><number>`` with one prefix (``Dense_0`` ..
    ``Dense_3``; ``fc1``, ``fc2``; an ``nnx.List``'s ``0`` .. ``n``), the highest-numbered one's
    matrices -> adam. (Its input layer stays with Muon.)
-8. any other 2-D leaf -> muon, as the Flax ``(in, out)`` matrix: ``MuonDimensionNumbers(0, 1)``.
+8. any other 2-D leaf -> muon, as the Flax ``(in, out)`` matrix: ``MuonDimensionNumbers(0, 1)``;
+   but a weight whose layer class fixes its axes is read in them
+   (:func:`gnbench.optim.pytrees.known_layouts`): an Equinox ``nn.Linear`` as ``(out, in)``,
+   ``MuonDimensionNumbers(1, 0)``, an ``nn.Conv`` as ``(out, in, *window)``. The table's
+   reason names the convention (rule 6 compares the output axis).
 9. a >2-D leaf -> muon, reshaped by DenseGeneral's convention (input axes, then feature axes) to
    the ``(fan_in, fan_out)`` matrix, ``MuonDimensionNumbers(reduction_axis=input axes,
    output_axis=feature axes)``, no batch axes. The input axes are all but the last for a module
@@ -68,13 +72,22 @@ import math
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp  # noqa: F401  (the module docstring's example)
 import optax
 from optax.contrib import MuonDimensionNumbers
+
+from gnbench.optim.pytrees import (
+    Layout,
+    call_or_tree,
+    known_layouts,
+    normalize_dims,
+    path_names,
+    top_level_depth,
+)
 
 GROUPS = ("muon", "adam")
 OUTER_ADAM_ROLES = ("embedding", "positional", "head")  # muon_optax's own AdamW group.
@@ -105,35 +118,6 @@ class Route(NamedTuple):
     role: str
 
 
-def path_names(path: Sequence[Any]) -> tuple[str, ...]:
-    """The names of a key path, without an nnx ``Variable``'s trailing ``.value``."""
-    keys = list(path)
-    if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
-        keys.pop()
-    names = []
-    for k in keys:
-        attr = next((a for a in ("key", "name", "idx") if hasattr(k, a)), None)
-        names.append(str(getattr(k, attr)) if attr else str(k))
-    return tuple(names)
-
-
-def top_level_depth(names: Sequence[tuple[str, ...]]) -> int:
-    """Index of the top level in the name paths: below linen's ``"params"`` and single-entry
-    wrappers (an nnx model whose layers sit in one ``nnx.List``), never inside one layer.
-
-    Example:
-      >>> top_level_depth([("params", "Dense_0", "kernel"), ("params", "Dense_1", "kernel")])
-      1
-    """
-    d = 0
-    while names and all(len(n) > d + 1 for n in names) and len({n[d] for n in names}) == 1:
-        linen_collection = d == 0 and names[0][0] == "params"
-        if not linen_collection and not all(len(n) > d + 2 for n in names):
-            break  # One layer holding its leaves: it is the top level.
-        d += 1
-    return d
-
-
 def _places(names: tuple[str, ...], depth: int) -> list[str]:
     """Lower-cased leaf, module and top-level entry names of a leaf."""
     picks = [names[-1], names[-2] if len(names) > 1 else "", names[min(depth, len(names) - 1)]]
@@ -147,6 +131,7 @@ class _Context(NamedTuple):
     layers: tuple[str, ...]
     output_layer: str | None
     head_named: bool
+    layouts: dict[tuple[str, ...], Layout]
 
 
 def _flatten(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
@@ -157,7 +142,7 @@ def _flatten(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
     return [(path_names(p), None if isinstance(x, optax.MaskedNode) else x) for p, x in flat]
 
 
-def _context(leaves: list[tuple[tuple[str, ...], Any]]) -> _Context:
+def _context(leaves: list[tuple[tuple[str, ...], Any]], layouts: dict) -> _Context:
     names = [n for n, _ in leaves]
     depth = top_level_depth(names)
     tables = [
@@ -165,7 +150,10 @@ def _context(leaves: list[tuple[tuple[str, ...], Any]]) -> _Context:
         for n, x in leaves
         if x is not None
         and len(x.shape) == 2
-        and any(_EMBEDDING.fullmatch(p) for p in _places(n, depth))
+        and (
+            getattr(layouts.get(n), "role", None) == "embedding"
+            or any(_EMBEDDING.fullmatch(p) for p in _places(n, depth))
+        )
         and not any(_POSITIONAL.fullmatch(p) for p in _places(n, depth))
     ]
     vocab, width = max(tables) if tables else (None, None)
@@ -184,31 +172,18 @@ def _context(leaves: list[tuple[tuple[str, ...], Any]]) -> _Context:
     if layers and all(matches) and len({m.group(1) for m in matches}) == 1:
         output_layer = max(matches, key=lambda m: int(m.group(2))).group(0)
     head_named = any(_HEAD.fullmatch(p) for n in names for p in _places(n, depth))
-    return _Context(depth, vocab, width, layers, output_layer, head_named)
-
-
-def normalize_dims(dims: Any, shape: tuple[int, ...], where: str) -> MuonDimensionNumbers:
-    """``dims`` with tuples of non-negative axes, checked against ``shape``."""
-    if not isinstance(dims, MuonDimensionNumbers):
-        raise ValueError(f"{where}: got {dims!r}; valid: a MuonDimensionNumbers or None (adam)")
-    if len(shape) < 2:
-        raise ValueError(f"{where}: Muon needs a leaf of ndim >= 2, got shape {shape}")
-    axes = []
-    for field in (dims.reduction_axis, dims.output_axis):
-        field = (field,) if isinstance(field, int) else tuple(field)
-        if not field or any(not -len(shape) <= a < len(shape) for a in field):
-            raise ValueError(f"{where}: axes {field} of {dims} invalid for shape {shape}")
-        axes.append(tuple(sorted(a % len(shape) for a in field)))
-    if set(axes[0]) & set(axes[1]):
-        raise ValueError(f"{where}: reduction and output axes overlap in {dims}")
-    return MuonDimensionNumbers(*axes)
+    return _Context(depth, vocab, width, layers, output_layer, head_named, layouts)
 
 
 def _split(names, shape, ctx) -> tuple[MuonDimensionNumbers, str, bool]:
     """Rules 8 and 9: the Muon axes of a >=2-D leaf, why, and whether it was a guess."""
     k = len(shape)
+    known = ctx.layouts.get(names)
+    if known is not None and known.dims is not None:
+        return known.dims, f"hidden matrix as {known.text}", False
     if k == 2:
-        return MuonDimensionNumbers((0,), (1,)), "hidden matrix", names[-1] not in MATRIX_NAMES
+        doubt = names[-1] not in MATRIX_NAMES
+        return MuonDimensionNumbers((0,), (1,)), "hidden matrix as (in, out): flax", doubt
     module = names[-2].lower() if len(names) > 1 else ""
     doubt = False
     if _CONV.fullmatch(module) or _OUT_PROJ.fullmatch(module):
@@ -231,11 +206,15 @@ def _default(names, shape, ctx) -> tuple[str, MuonDimensionNumbers | None, str, 
         return "adam", None, f"vector (ndim {len(shape)})", "vector", False
     if names[-1].lower() in ("bias", "scale"):
         return "adam", None, f"{names[-1].lower()} (ndim {len(shape)})", "vector", False
+    known = ctx.layouts.get(names)
+    if known is not None and known.role != "hidden":
+        return "adam", None, f"{known.role} ({known.text})", known.role, False
     for role, pattern in _ROLES:
         hit = next((p for p in _places(names, ctx.depth) if pattern.fullmatch(p)), None)
         if hit is not None:
             return "adam", None, f"{role} (name {hit!r})", role, False
-    if len(shape) == 2 and ctx.vocab and shape[-1] == ctx.vocab:
+    out_axis = known.dims.output_axis[-1] if known is not None and known.dims else -1
+    if len(shape) == 2 and ctx.vocab and shape[out_axis] == ctx.vocab:
         return "adam", None, f"output head (last axis = vocabulary {ctx.vocab})", "head", False
     if ctx.output_layer is not None and len(names) > ctx.depth + 1:
         if names[ctx.depth] == ctx.output_layer:
@@ -278,14 +257,14 @@ def routes(
     if labels is not None and weight_dimension_numbers is not None:
         raise ValueError("pass labels= or weight_dimension_numbers=, not both")
     leaves = _flatten(params)
-    ctx = _context(leaves)
+    ctx = _context(leaves, known_layouts(params))
     table = None
     if labels is not None:
-        table = _overrides(labels(params) if callable(labels) else labels, lambda x: x is None)
+        table = _overrides(call_or_tree(labels, params), lambda x: x is None)
     elif weight_dimension_numbers is not None:
         wdn = weight_dimension_numbers
         table = _overrides(
-            wdn(params) if callable(wdn) else wdn,
+            call_or_tree(wdn, params),
             lambda x: x is None or isinstance(x, MuonDimensionNumbers | optax.MaskedNode),
         )
     out, doubts, head_by_shape = {}, [], False
@@ -335,6 +314,22 @@ def routes(
     return out
 
 
+def warn_if_no_muon(table: dict[tuple[str, ...], Route], tree: Any, who: str) -> None:
+    """Warns when no leaf of a whole (unmasked) tree goes to Muon: the transform is AdamW."""
+    masked = any(
+        isinstance(x, optax.MaskedNode)
+        for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
+    )
+    if table and not masked and all(r.group != "muon" for r in table.values()):
+        warnings.warn(
+            f"{who}: no parameter is routed to Muon (no hidden matrix among "
+            f"{len(table)} leaves), so every leaf gets AdamW; use optax.adamw, or route "
+            "matrices with labels= / weight_dimension_numbers=",
+            RoutingWarning,
+            stacklevel=4,
+        )
+
+
 def label_tree(tree: Any, table: dict[tuple[str, ...], Route], field: Callable[[Route], Any]):
     """``tree`` with each visible leaf replaced by ``field(route)`` (masked nodes kept)."""
     return jax.tree_util.tree_map_with_path(lambda p, _: field(table[path_names(p)]), tree)
@@ -356,7 +351,11 @@ def muon_dimension_numbers(params: Any, labels: Any = None, weight_dimension_num
 
 
 def routing_table(params: Any, labels: Any = None, weight_dimension_numbers: Any = None):
-    """Rows ``(path, shape, group, reason)``, one per leaf, in pytree order."""
+    """Rows ``(path, shape, group, reason)``, one per leaf, in pytree order.
+
+    The reason names the axis convention each Muon matrix is read in, e.g. ``hidden matrix as
+    (in, out): flax`` or ``hidden matrix as (out, in): equinox Linear``.
+    """
     table = routes(params, labels, weight_dimension_numbers)
     return [(r.path, r.shape, r.group, r.reason) for r in table.values()]
 
@@ -365,23 +364,57 @@ def _count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}K" if n >= 1e4 else str(n)
 
 
-def routing_summary(params: Any, labels: Any = None, weight_dimension_numbers: Any = None) -> str:
-    """One line: ``"muon: 28 leaves, 0.79M params; adam: 13 leaves, 0.07M params"``."""
-    table = routes(params, labels, weight_dimension_numbers).values()
+def _is_rows(x: Any) -> bool:
+    """Whether ``x`` is :func:`routing_table`'s output rather than a parameter tree."""
+    return (
+        isinstance(x, list)
+        and bool(x)
+        and all(isinstance(r, tuple) and len(r) == 4 and isinstance(r[0], str) for r in x)
+    )
+
+
+def _rows(params_or_rows: Any, labels: Any, weight_dimension_numbers: Any) -> list[tuple]:
+    if not _is_rows(params_or_rows):
+        return routing_table(params_or_rows, labels, weight_dimension_numbers)
+    if labels is not None or weight_dimension_numbers is not None:
+        raise ValueError("given routing_table(...) rows, pass labels= to routing_table, not here")
+    return params_or_rows
+
+
+def routing_summary(
+    params_or_rows: Any, labels: Any = None, weight_dimension_numbers: Any = None
+) -> str:
+    """One line: ``"muon: 28 leaves, 0.79M params; adam: 13 leaves, 0.07M params"``.
+
+    Takes the params (and the overrides) or the rows of :func:`routing_table`.
+    """
+    rows = _rows(params_or_rows, labels, weight_dimension_numbers)
     parts = []
     for group in GROUPS:
-        sizes = [math.prod(r.shape) for r in table if r.group == group]
+        sizes = [math.prod(shape) for _, shape, g, _ in rows if g == group]
         parts.append(f"{group}: {len(sizes)} leaves, {_count(sum(sizes))} params")
     return "; ".join(parts)
 
 
-def format_routing(params: Any, labels: Any = None, weight_dimension_numbers: Any = None) -> str:
-    """The routing table as aligned text, the summary line last."""
-    rows = routing_table(params, labels, weight_dimension_numbers)
+def format_routing(
+    params_or_rows: Any, labels: Any = None, weight_dimension_numbers: Any = None
+) -> str:
+    """The routing table as aligned text, the summary line last.
+
+    Takes the params (and the overrides) or the rows of :func:`routing_table`:
+    ``format_routing(params)`` and ``format_routing(routing_table(params))`` print the same.
+
+    Example:
+      >>> print(format_routing({"w": jnp.zeros((2, 3))}))
+      path  shape             group  reason
+      w     (2, 3)            muon   hidden matrix as (in, out): flax
+      muon: 1 leaves, 6 params; adam: 0 leaves, 0 params
+    """
+    rows = _rows(params_or_rows, labels, weight_dimension_numbers)
     width = max([len(r[0]) for r in rows] + [4])
     lines = [f"{'path':<{width}}  {'shape':<16}  group  reason"]
     lines += [f"{p:<{width}}  {str(s):<16}  {g:<5}  {why}" for p, s, g, why in rows]
-    return "\n".join([*lines, routing_summary(params, labels, weight_dimension_numbers)])
+    return "\n".join([*lines, routing_summary(rows)])
 
 
 __all__ = [
@@ -398,4 +431,5 @@ __all__ = [
     "routing_summary",
     "routing_table",
     "top_level_depth",
+    "warn_if_no_muon",
 ]

@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gnbench.optim import pytrees
 from gnbench.optim.checks import Checks, in_range
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
@@ -99,6 +100,41 @@ def diag_gn_estimate(
     return jax.tree.map(jnp.square, jtr)
 
 
+_BATCH_FIX = (
+    "batch= needs a leading axis of K micro-batches, each a batch of examples (x: (K, B, ...)); "
+    "for one batch pass jax.tree.map(lambda a: a[None], batch)"
+)
+
+
+def _check_micro_batches(apply_fn, params, batch, used: int, classes: bool) -> None:
+    """Refuses a ``batch`` without its leading K axis (shapes only, at trace time): a leaf
+    without axes, fewer micro-batches than the estimate reads, or (``classes``: softmax
+    logits) a micro-batch whose logits have no example axis (one example's)."""
+    sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in jax.tree.leaves(batch)}
+    if None in sizes or len(sizes) != 1:
+        raise ValueError(f"diag_gn: batch leaves have leading sizes {sizes}; {_BATCH_FIX}")
+    (k,) = sizes
+    if k < used:
+        raise ValueError(f"diag_gn: batch has {k} micro-batches, curvature_micro_batches={used}")
+    if not classes:
+        return
+    micro_batch = jax.tree.map(lambda x: x[0], batch)
+    try:
+        out = jax.eval_shape(apply_fn, params, micro_batch)
+    except (TypeError, ValueError) as e:  # e.g. a model given one example's features
+        shapes = jax.tree.map(jnp.shape, micro_batch)
+        raise ValueError(
+            f"diag_gn: apply_fn(params, batch[0]) fails on micro-batch shapes {shapes} "
+            f"({type(e).__name__}); {_BATCH_FIX}"
+        ) from e
+    shapes = [o.shape for o in jax.tree.leaves(out)]
+    if any(len(s) < 2 for s in shapes):
+        raise ValueError(
+            f"diag_gn: apply_fn(params, batch[0]) gave outputs of shape {shapes[0]}, one "
+            f"example's, not (B, ..., V); {_BATCH_FIX}"
+        )
+
+
 class DiagGNState(NamedTuple):
     """Step count, PRNG key, gradient average ``mu`` and GN-diagonal average ``nu``."""
 
@@ -138,12 +174,14 @@ def scale_by_diag_gn(
     """
     if not 0 < power <= 1:
         raise ValueError(f"power must be in (0, 1], got {power}")
+    pytrees.require_numbers("diag_gn", damping=damping, b1=b1, b2=b2)
     if isinstance(damping, (int, float)) and damping <= 0:
         raise ValueError(f"damping must be > 0, got {damping}")
     if curvature_micro_batches < 1:
         raise ValueError(f"curvature_micro_batches must be >= 1, got {curvature_micro_batches}")
 
     def init_fn(params):
+        pytrees.check_params(params, "diag_gn")
         zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
         return DiagGNState(
             jnp.zeros((), jnp.int32), jax.random.key_data(jax.random.key(seed)), zeros(), zeros()
@@ -155,6 +193,8 @@ def scale_by_diag_gn(
             raise ValueError(
                 "diag_gn needs params and batch=: update(grads, state, params, batch=)"
             )
+        classes = sample_cotangent is softmax_cotangent
+        _check_micro_batches(apply_fn, params, batch, curvature_micro_batches, classes)
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
         keys = jax.random.split(sub, curvature_micro_batches)
         estimates = [

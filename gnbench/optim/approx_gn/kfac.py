@@ -5,7 +5,12 @@ softmax cross-entropy the Fisher kfac-jax estimates equals G) by one block per l
 Kronecker product: for a dense layer ``y = x W + b`` the block is ``A ⊗ S`` with ``A = E[x̃ x̃ᵀ]``
 (inputs with a 1 appended for the bias) and ``S = E[s sᵀ]`` (output-space curvature pulled back
 to the layer's outputs). Norm scales and shifts get diagonal blocks; parameters the graph
-matcher does not recognize (e.g. an embedding table) get kfac-jax's generic diagonal block.
+matcher does not recognize (e.g. an embedding table, an Equinox ``(out, in)`` weight applied as
+``W @ x``; ``init`` warns about such hidden matrices) get kfac-jax's generic diagonal block, and
+so do 3-D kernels (attention's ``DenseGeneral`` projections: kfac-jax mis-tags them, so they
+are shown to it flattened, with a warning: ``kfac_compat.FlatKernels``). :func:`layer_table`
+lists the blocks of any parameter pytree. The exact modes (``ggn_exact``, ``fisher_exact``) are
+refused on logits with more than two axes, where kfac-jax 0.0.8 gets them wrong.
 
 The variant: **fixed learning rate and damping**, with heavy-ball momentum on the preconditioned
 gradient and decoupled weight decay (kfac-jax's adaptive ``kfac_jax.Optimizer``, whose learning
@@ -45,6 +50,7 @@ Curvature", ICML 2015; kfac-jax (github.com/google-deepmind/kfac-jax).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -53,11 +59,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gnbench.optim import pytrees, routing
+from gnbench.optim.approx_gn import kfac_compat
 from gnbench.optim.checks import Checks
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
 PyTree = Any
 ESTIMATION_MODES = ("fisher_gradients", "ggn_curvature_prop", "ggn_exact", "fisher_exact")
+# kfac-jax 0.0.8's exact output Hessians are right only for (examples, classes) logits: on
+# (B, T, V) its replicated one-hot multiply gives diag(p) + (T - 2) p pᵀ per position.
+EXACT_MODES = ("ggn_exact", "fisher_exact")
 LOSS_KINDS = ("softmax_cross_entropy", "squared_error")
 
 
@@ -66,8 +77,6 @@ def _import_kfac_jax():
         import kfac_jax
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("the kfac optimizer needs kfac-jax: pip install 'gnbench[ladder]'") from e
-    from gnbench.optim.approx_gn import kfac_compat
-
     kfac_compat.apply()
     return kfac_jax
 
@@ -105,13 +114,14 @@ def _preconditioner(
     exact_inverses,
     loss_kind,
     inverse_update_period=1,
+    kernels=None,
 ):
     kfac_jax = _import_kfac_jax()
     if loss_kind not in LOSS_KINDS:
         raise ValueError(f"unknown loss_kind {loss_kind!r}; valid: {', '.join(LOSS_KINDS)}")
 
     def value_func(params, micro_batch):
-        outputs = apply_fn(params, micro_batch)
+        outputs = apply_fn(params if kernels is None else kernels.unview(params), micro_batch)
         # kfac-jax's losses are weight * sum(per entry) / batch_size, batch_size = positions(mb);
         # the weights make them gnbench's means over every position (e.g. a sequence's tokens).
         b = positions(micro_batch)
@@ -207,6 +217,7 @@ def _kfac_parts(
         raise ValueError(
             f"unknown estimation_mode {estimation_mode!r}; valid: {', '.join(ESTIMATION_MODES)}"
         )
+    pytrees.require_numbers("kfac", damping=damping, curvature_ema=curvature_ema)
     if damping <= 0:
         raise ValueError(f"damping must be > 0, got {damping}")
     if int(inverse_update_period) != inverse_update_period or inverse_update_period < 1:
@@ -228,11 +239,13 @@ def _kfac_parts(
         exact_inverses,
         loss_kind,
         int(inverse_update_period),
+        kernels := kfac_compat.FlatKernels(),
     )
+    view = kernels.view
 
     def example(params):
         batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), example_micro_batch)
-        return (_upcast(params), _upcast(batch))
+        return (_upcast(view(params)), _upcast(batch))
 
     # kfac-jax's estimator state is a tree of its own classes; the transform's state holds its
     # leaves by index, and this structure (fixed by the params' shapes) rebuilds it. init records
@@ -253,7 +266,20 @@ def _kfac_parts(
         return jax.tree.unflatten(treedef(params), [estimator[k] for k in sorted(estimator)])
 
     def init_fn(params):
+        pytrees.check_params(params, "kfac")
+        # nnx.Optimizer inits on Variable-valued state and updates on arrays: trace arrays.
+        params = pytrees.pure(params)
+        kfac_compat.FlatKernels.warn(params)
+        if estimation_mode in EXACT_MODES:
+            logits = jax.eval_shape(apply_fn, params, example_micro_batch)
+            if logits.ndim > 2:
+                raise ValueError(
+                    f"kfac: estimation_mode={estimation_mode!r} is wrong on logits of shape "
+                    f"{logits.shape} (kfac-jax 0.0.8 spreads each position's output Hessian "
+                    "over all positions); use estimation_mode='fisher_gradients'"
+                )
         state = precond.init(example(params), jax.random.key(seed))
+        _warn_generic_matrices(precond.estimator, params)
         if not structure:
             structure.append(jax.tree.structure(state.estimator_state))
         return KfacState(
@@ -265,15 +291,22 @@ def _kfac_parts(
         if params is None or batch is None:
             raise ValueError("kfac needs params and batch=: update(grads, state, params, batch=)")
         # As GN's inner optimizer the curvature is the GN model's, at θ_t, not at the iterate.
-        params = params if curvature_params is None else curvature_params
+        params = pytrees.pure(params if curvature_params is None else curvature_params)
         kfac_jax = _import_kfac_jax()
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
         micro_batch = first_micro_batch(batch)
         pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator, params))
         if not external_refresh:
-            pstate = precond.maybe_update(pstate, (_upcast(params), _upcast(micro_batch)), sub)
-        direction = precond.apply(_upcast(updates), pstate)
-        direction = jax.tree.map(lambda d, u: d.astype(u.dtype), direction, updates)
+            pstate = precond.maybe_update(
+                pstate, (_upcast(view(params)), _upcast(micro_batch)), sub
+            )
+        direction = precond.apply(_upcast(view(pytrees.pure(updates))), pstate)
+        # Back to the gradients' own containers (leaf order is kept by pure and view).
+        flat, tree = jax.tree.flatten(updates)
+        direction = tree.unflatten(
+            d.reshape(u.shape).astype(u.dtype)
+            for d, u in zip(jax.tree.leaves(direction), flat, strict=True)
+        )
         pstate = precond.increment_count(pstate)
         return direction, KfacState(
             pstate.count, jax.random.key_data(key), pack(pstate.estimator_state)
@@ -294,11 +327,48 @@ def _kfac_parts(
         kfac_jax = _import_kfac_jax()
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
         micro_batch = first_micro_batch(batch)
+        params = pytrees.pure(params)
         pstate = kfac_jax.OptaxPreconditionState(state.count, unpack(state.estimator, params))
-        pstate = precond.maybe_update(pstate, (_upcast(params), _upcast(micro_batch)), sub)
+        pstate = precond.maybe_update(pstate, (_upcast(view(params)), _upcast(micro_batch)), sub)
         return KfacState(state.count, jax.random.key_data(key), pack(pstate.estimator_state))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn), refresh
+
+
+def _blocks_of(estimator: Any, params: PyTree) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(path, shape, block class)`` per leaf of ``params`` after ``estimator`` was built."""
+    rows = []
+    # flatten_up_to: one block index (or None) per leaf of params, whatever its containers
+    # (an Equinox module's None fields are empty subtrees, not leaves).
+    for (path, leaf), block in zip(
+        jax.tree_util.tree_leaves_with_path(params),
+        jax.tree.structure(params).flatten_up_to(estimator.params_block_index),
+        strict=True,
+    ):
+        name = "none" if block is None else type(estimator.blocks[block]).__name__
+        rows.append((jax.tree_util.keystr(path), tuple(leaf.shape), name))
+    return rows
+
+
+def _warn_generic_matrices(estimator: Any, params: PyTree) -> None:
+    """Warns when hidden 2-D matrices get kfac-jax's generic diagonal block: its graph matcher
+    did not recognise their layer (e.g. Equinox's ``W @ x``), so K-FAC is diagonal there.
+    Embeddings and positional tables (by the routing's roles) are expected there: not named."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the routing's own guesses are Muon's business
+        roles = {r.path: r.role for r in routing.routes(params).values()}
+    rows = _blocks_of(estimator, params)
+    names = [
+        path
+        for (path, shape, block), role in zip(rows, roles.values(), strict=True)
+        if len(shape) == 2 and block == "NaiveDiagonal" and role not in ("embedding", "positional")
+    ]
+    if names:
+        warnings.warn(
+            f"kfac: matrices {', '.join(names)} get kfac-jax's generic diagonal blocks, not "
+            "Kronecker ones (its graph matcher did not recognise their layers); see layer_table",
+            stacklevel=3,
+        )
 
 
 def kfac(
@@ -321,6 +391,7 @@ def kfac(
     Args: as :func:`scale_by_kfac`, plus ``learning_rate`` (number or schedule), ``momentum`` μ
     (heavy ball on the preconditioned gradient; 0 = none) and ``weight_decay`` (decoupled).
     """
+    pytrees.require_numbers("kfac", momentum=momentum, weight_decay=weight_decay)
     scale = scale_by_kfac(
         apply_fn,
         example_micro_batch,
@@ -404,21 +475,22 @@ def layer_table(
       e.g. ``DenseTwoKroneckerFactored`` (Kronecker), ``ScaleAndShiftDiagonal``,
       ``NaiveDiagonal`` (generic).
     """
+    kernels = kfac_compat.FlatKernels()
     precond = _preconditioner(
-        apply_fn, _leading_dim, 1.0, 0.95, "fisher_gradients", False, "softmax_cross_entropy"
+        apply_fn,
+        _leading_dim,
+        1.0,
+        0.95,
+        "fisher_gradients",
+        False,
+        "softmax_cross_entropy",
+        1,
+        kernels,
     )
+    params = pytrees.pure(params)
     batch = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), example_micro_batch)
-    jax.eval_shape(lambda p: precond.init((p, batch), jax.random.key(0)), params)
-    estimator = precond.estimator
-    rows = []
-    for (path, leaf), block in zip(
-        jax.tree_util.tree_leaves_with_path(params),
-        jax.tree.leaves(estimator.params_block_index, is_leaf=lambda x: x is None),
-        strict=True,
-    ):
-        name = "none" if block is None else type(estimator.blocks[block]).__name__
-        rows.append((jax.tree_util.keystr(path), tuple(leaf.shape), name))
-    return sorted(rows)
+    jax.eval_shape(lambda p: precond.init((kernels.view(p), batch), jax.random.key(0)), params)
+    return sorted(_blocks_of(precond.estimator, params))
 
 
 def format_layer_table(rows: list[tuple[str, tuple[int, ...], str]]) -> str:

@@ -1,4 +1,5 @@
-"""Compatibility patches: kfac-jax 0.0.8 with jax >= 0.9.2, and one program per K-FAC step.
+"""Compatibility patches: kfac-jax 0.0.8 with jax >= 0.9.2, one program per K-FAC step, and
+3-D kernels (:class:`FlatKernels`).
 
 kfac-jax 0.0.8 (the latest release) unpacks ``Primitive.get_bind_params`` as
 ``(subfuns, params)``; jax 0.9.2 changed it to return only the params (sub-functions travel inside
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import warnings
+from typing import Any
 
 import jax
 
@@ -119,3 +122,35 @@ def apply() -> bool:
             tag_graph_matcher.eval_jaxpr_eqn = _eval_jaxpr_eqn
             _APPLIED = True
     return _APPLIED
+
+
+class FlatKernels:
+    """3-D kernels (flax ``DenseGeneral``: attention's ``(d, heads, head_dim)`` projections and
+    ``(heads, head_dim, d)`` outputs) shown to kfac-jax flattened, reshaped back inside the model.
+
+    kfac-jax's graph matcher tags such a kernel as a dense layer, then fails on its bias
+    ("Incompatible shapes for broadcasting"). Seen as a vector behind a reshape it matches no
+    pattern and gets kfac-jax's generic diagonal block (a warning says which leaves). 4-D
+    kernels (2-D convolutions, which kfac-jax registers) are left as they are.
+    """
+
+    def __init__(self):
+        self.shapes = None
+
+    def view(self, tree: Any) -> Any:
+        self.shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), tree)
+        return jax.tree.map(lambda p: p.reshape(-1) if p.ndim == 3 else p, tree)
+
+    def unview(self, tree: Any) -> Any:
+        return jax.tree.map(lambda v, s: v.reshape(s.shape), tree, self.shapes)
+
+    @staticmethod
+    def warn(params: Any) -> None:
+        flat = jax.tree_util.tree_leaves_with_path(params)
+        names = [jax.tree_util.keystr(p) for p, x in flat if x.ndim == 3]
+        if names:
+            warnings.warn(
+                f"kfac: 3-D kernels {', '.join(names)} get diagonal blocks, not Kronecker ones "
+                "(kfac-jax's dense blocks take 2-D kernels); see layer_table",
+                stacklevel=3,
+            )

@@ -26,6 +26,8 @@ leave the singular values in roughly [0.7, 1.2] rather than at 1, which does not
 Layout: the reference's width factor ``max(1, grad.size(-2) / grad.size(-1)) ** 0.5`` is written
 for PyTorch's ``(out, in)`` weights. Flax kernels are ``(in, out)``, so here
 :math:`d_\text{out}/d_\text{in}` = ``shape[1] / shape[0]``: the same factor for the same layer.
+Equinox's ``nn.Linear`` weights are ``(out, in)``, as PyTorch's: the routing detects them and
+gives them ``MuonDimensionNumbers((1,), (0,))``, so the factor is again the layer's.
 Newton-Schulz needs no change (it commutes with transposition).
 
 Decay: the reference's ``p.mul_(1 - lr*wd); p.add_(update, alpha=-lr)`` gives
@@ -69,7 +71,7 @@ import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers
 
-from gnbench.optim import routing
+from gnbench.optim import pytrees, routing
 from gnbench.optim.precision import newton_schulz_dtype
 from gnbench.optim.registry import MUON_CHECKS, clip, muon_family_builder, register
 
@@ -159,9 +161,7 @@ def orthogonalize_kernel(
 def _dims_tree(weight_dimension_numbers, updates):
     if weight_dimension_numbers is None:
         return jax.tree.map(lambda _: None, updates)
-    if callable(weight_dimension_numbers):
-        return weight_dimension_numbers(updates)
-    return weight_dimension_numbers
+    return pytrees.call_or_tree(weight_dimension_numbers, updates)
 
 
 class MuonReferenceState(NamedTuple):
@@ -322,6 +322,14 @@ def muon(
       >>> updates["block_0"]["up"]["kernel"].shape
       (4, 4)
     """
+    pytrees.require_numbers(
+        "muon",
+        momentum=momentum,
+        weight_decay=weight_decay,
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_weight_decay=adam_weight_decay,
+    )
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
     adam_part = optax.adamw(
@@ -343,9 +351,11 @@ def muon(
             optax.scale_by_learning_rate(learning_rate),
         )
         groups = routing.label_tree(tree, table, lambda r: r.group)
-        return optax.partition({"muon": muon_part, "adam": adam_part}, groups)
+        routing.warn_if_no_muon(table, tree, "muon")
+        return optax.partition({"muon": muon_part, "adam": adam_part}, pytrees.constant(groups))
 
     def init_fn(params):
+        pytrees.check_params(params, "muon")
         return build(params).init(params)
 
     def update_fn(updates, state, params=None):

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gnbench.optim import routing
+from gnbench.optim import pytrees, routing
 from gnbench.optim.first_order.muon import ADAM_NAMES, NS_COEFFS
 from gnbench.optim.registry import MUON_CHECKS, clip, muon_family_builder, register
 
@@ -138,6 +138,14 @@ def muon_optax(
       >>> updates["w"].shape
       (4, 4)
     """
+    pytrees.require_numbers(
+        "muon_optax",
+        momentum=momentum,
+        weight_decay=weight_decay,
+        adam_b1=adam_b1,
+        adam_b2=adam_b2,
+        adam_weight_decay=adam_weight_decay,
+    )
     if adam_learning_rate is None:
         adam_learning_rate = learning_rate
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
@@ -179,9 +187,11 @@ def muon_optax(
             ),
         )
         groups = routing.label_tree(tree, table, outer_group)
-        return optax.partition({"muon": muon_group, "adam": adam_group}, groups)
+        routing.warn_if_no_muon(table, tree, "muon_optax")
+        return optax.partition({"muon": muon_group, "adam": adam_group}, pytrees.constant(groups))
 
     def init_fn(params):
+        pytrees.check_params(params, "muon_optax")
         return build(params).init(params)
 
     def update_fn(updates, state, params=None):

@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gnbench.optim import pytrees
 from gnbench.optim.checks import Checks
 from gnbench.optim.precision import pinned
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
@@ -159,6 +160,14 @@ def _descending_eigenvectors(s: jax.Array) -> jax.Array:
     return jnp.linalg.eigh(s)[1][:, ::-1]
 
 
+def _static_int(x: Any) -> int | None:
+    """``x`` as a Python int, or ``None`` when it is traced (injected by inject_hyperparams)."""
+    try:
+        return int(x)
+    except jax.errors.ConcretizationTypeError:
+        return None
+
+
 def scale_by_soap(
     b1: float = 0.95,
     b2: float = 0.95,
@@ -199,14 +208,26 @@ def scale_by_soap(
       0.0
     """
     sb = b2 if shampoo_beta is None else shampoo_beta
+    max_dim = _static_int(max_precond_dim)
 
-    def layout(shape):
-        return _layout(tuple(shape), max_precond_dim, merge_dims, precondition_1d)
+    def layout(shape, stats=None):
+        """Working shape and rotated axes; traced ``max_precond_dim`` (injected): from the
+        state, whose statistics exist for the rotated axes only (init saw a concrete value)."""
+        if max_dim is not None:
+            return _layout(tuple(shape), max_dim, merge_dims, precondition_1d)
+        if merge_dims or stats is None:
+            raise ValueError(
+                "soap: max_precond_dim arrived traced (optax.inject_hyperparams?) and fixes the "
+                "state's shapes: pass static_args=('max_precond_dim',)"
+            )
+        return tuple(shape), tuple(axis_key(i) in stats for i in range(len(shape)))
 
     def state_dtype(x):
         return jnp.promote_types(x.dtype, jnp.float32)
 
     def init_fn(params):
+        pytrees.check_params(params, "soap")
+
         def factors(p, make):
             work, rotated = layout(p.shape)
             dt = state_dtype(p)
@@ -231,7 +252,10 @@ def scale_by_soap(
     def update_fn(updates, state, params=None):
         del params
         grads, treedef = jax.tree.flatten(updates)
-        layouts = [layout(g.shape) for g in grads]
+        layouts = [
+            layout(g.shape, s)
+            for g, s in zip(grads, treedef.flatten_up_to(state.stats), strict=True)
+        ]
         stats = [
             _unpack(s, r)
             for s, (_, r) in zip(treedef.flatten_up_to(state.stats), layouts, strict=True)
@@ -344,8 +368,10 @@ def soap(
     """SOAP with the authors' defaults: ``p <- (p - lr * scale * N) * (1 - lr * weight_decay)``.
 
     Decoupled weight decay is applied after the step, to the already-updated parameters, and is
-    skipped on the first call (which leaves parameters unchanged), as in the reference. Under
-    ``optax.inject_hyperparams`` pass ``static_args=("max_precond_dim",)``: it fixes shapes.
+    skipped on the first call (which leaves parameters unchanged), as in the reference.
+    ``optax.inject_hyperparams(soap)`` works as is (``max_precond_dim`` fixes shapes: a traced
+    value is read back from the state); with ``merge_dims=True`` it needs
+    ``static_args=("max_precond_dim",)``, and says so.
 
     Args:
       learning_rate: float or optax schedule (evaluated at the call count, from 0).
@@ -374,6 +400,7 @@ def soap(
       >>> bool((params["w"] < 1).all())
       True
     """
+    pytrees.require_numbers("soap", b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
     inner = scale_by_soap(
         b1=b1,
         b2=b2,

@@ -73,6 +73,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gnbench.optim import pytrees
 from gnbench.optim.gn import loops
 from gnbench.optim.gn.curvature import (
     ApplyFn,
@@ -253,6 +254,8 @@ def _gn_family(
         ) from e
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
+    fix = "to change it between steps use inject_gn_hyperparams(gauss_newton)(..., damping=...)"
+    pytrees.require_numbers("gauss_newton", fix, damping=damping)
     # Validated only when concrete: under optax.inject_hyperparams it is an array or a tracer.
     if isinstance(damping, numbers.Real) and not damping >= 0:
         raise ValueError(f"damping must be >= 0, got {damping}")
@@ -265,11 +268,13 @@ def _gn_family(
         """The inner optimizer and block labels (one inner state per block if layerwise)."""
         if blocks is None:
             return base_inner, None
-        labels = _labels_like(params, blocks(params))
+        labels = _labels_like(params, pytrees.call_or_tree(blocks, params))
         names = sorted(set(jax.tree.leaves(labels)))
-        return optax.multi_transform({n: base_inner for n in names}, labels), labels
+        tx = optax.multi_transform({n: base_inner for n in names}, pytrees.constant(labels))
+        return tx, labels
 
     def init_fn(params):
+        pytrees.check_params(params, "gauss_newton")
         tx, _ = make_inner(params)
         inner_state = tx.init(params)
         nan = jnp.nan
@@ -298,6 +303,7 @@ def _gn_family(
         del extra_args
         if params is None or batch is None:
             raise ValueError("GN transforms need update(grads, state, params, batch=...)")
+        pytrees.check_params(params, "gauss_newton")
         # GN reads the micro-batches, never the averaged gradient: it may be None or real.
         if updates is not None and jax.tree.structure(updates) != jax.tree.structure(params):
             raise ValueError(

@@ -49,7 +49,7 @@ from gnbench.optim.gn.curvature import ApplyFn, LossFn, PyTree, gn_output_rule
 from gnbench.optim.gn.gauss_newton import _gn_family
 from gnbench.optim.gn.prox_linear import prox_linear_output_rule
 from gnbench.optim.gn.staged import StagedModel, staged_model_eval
-from gnbench.optim.routing import path_names, top_level_depth
+from gnbench.optim.pytrees import call_or_tree, path_names, top_level_depth
 
 _RULES = {"gn": gn_output_rule, "prox_linear": prox_linear_output_rule}
 
@@ -112,7 +112,7 @@ def block_table(
       blocks: the ``blocks`` given to :func:`layerwise_gauss_newton`; ``None`` means
         :func:`transformer_blocks`.
     """
-    labels = (blocks or transformer_blocks)(params)
+    labels = call_or_tree(blocks or transformer_blocks, params)
     rows: dict[str, tuple[list[str], int]] = {}
     flat = jax.tree_util.tree_leaves_with_path(params)
     for (path, x), lab in zip(flat, jax.tree.structure(params).flatten_up_to(labels), strict=True):
