@@ -16,9 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any
+
+# One lookup and one "did you mean" for every layer (re-exported: cli and sweeps use them).
+from gnbench.optim.checks import MISSING as _MISSING
+from gnbench.optim.checks import get, suggestion
 
 
 class ConfigError(ValueError):
@@ -34,7 +37,6 @@ class ConfigError(ValueError):
 SCHEDULES = ("warmup_cosine", "warmup_constant", "constant")
 DTYPES = ("float32", "bfloat16")
 
-_MISSING = object()
 
 POSITIVE_INTS = (
     "data.seq_len",
@@ -64,28 +66,6 @@ DECAYS = (  # In [0, 1).
     "optimizer.b1",
     "optimizer.b2",
 )
-
-
-def get(cfg: Any, key: str) -> Any:
-    """``cfg[a][b]`` for ``key="a.b"``, or a sentinel when absent."""
-    node = cfg
-    for part in key.split("."):
-        try:
-            node = node[part]
-        except (KeyError, TypeError, AttributeError):
-            return _MISSING
-    return node
-
-
-def suggestion(name: str, valid: list[str] | tuple[str, ...]) -> str:
-    """`` (did you mean 'x'?)`` for the closest valid name, or ``""``.
-
-    Example:
-      >>> suggestion("adamm", ["adamw", "soap"])
-      " (did you mean 'adamw'?)"
-    """
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _choice(cfg: Any, key: str, valid: list[str] | tuple[str, ...], what: str) -> None:
