@@ -26,7 +26,7 @@ import numpy as np
 from gnbench import optim
 from gnbench.model import ModelConfig
 from gnbench.model.sharding import batch_sharding
-from gnbench.optim.gn import loops
+from gnbench.optim import loops
 from gnbench.train.flops import xla_flops
 from gnbench.train.state import TrainState, create_state, lm_fns
 from gnbench.train.step import make_train_step

@@ -5,9 +5,11 @@ method's registry builder beside its transform:
 
     first_order/   soap, muon, muon_optax            (AdamW is optax.adamw)
     approx_gn/     diag_gn, kfac (+ kfac_compat)     structured approximations of G
-    gn/            gauss_newton, layerwise, prox_linear (+ curvature, loops, builders, wrappers)
+    gn/            gauss_newton, layerwise, prox_linear (+ curvature, builders, wrappers)
 
-Shared by all: ``registry`` (the table the builders register in), ``routing`` (which leaves
+Shared by all: ``registry`` (the table the builders register in, with what each method reads
+and a check of its own keys, ``checks``), ``loops`` (scans the trainer's FLOP count unrolls),
+``routing`` (which leaves
 Muon orthogonalizes, layerwise GN's blocks), ``precision`` (matmul precision pins),
 ``flax_train_state`` (``apply_gradients`` with ``batch=``; needs flax).
 

@@ -17,13 +17,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from gnbench.files import atomic_write_text
 from gnbench.report import plots
 from gnbench.report.baselines import baseline_line
 from gnbench.report.gap import gap_rows, gap_table, plot_gap
 from gnbench.report.headline import FULL_GN, headline, variant_rows
 from gnbench.report.intervals import interval_rows, interval_table
 from gnbench.report.intervals import note as intervals_note
-from gnbench.report.io import atomic_write_text, load_sweep
+from gnbench.report.io import load_sweep
 from gnbench.report.profile import problem_costs, profile
 from gnbench.report.results import config_value, sweep_results
 from gnbench.report.table import (

@@ -16,68 +16,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file in the same folder and a rename.
-
-    Args:
-      path: destination file; its folder is created if missing.
-      text: the content.
-
-    Example:
-      >>> atomic_write_text("/tmp/gnbench_doc.txt", "hello")
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
-    """Writes ``data`` as indented, key-sorted JSON, atomically (see :func:`atomic_write_text`).
-
-    Example:
-      >>> atomic_write_json("/tmp/gnbench_doc.json", {"b": 1, "a": 2})
-    """
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-class CorruptFileError(ValueError):
-    """A result file that exists but cannot be read as gnbench wrote it; the message names it."""
-
-
-def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or ``None`` if the file does not exist.
-
-    Raises:
-      CorruptFileError: the file is not a JSON object (named in the message).
-
-    Example:
-      >>> read_json("/nonexistent/summary.json") is None
-      True
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:  # Unreadable, not UTF-8 or not JSON.
-        text = " ".join(str(e).split())[:200]
-        raise CorruptFileError(f"{path} cannot be read ({type(e).__name__}: {text})") from None
-    if not isinstance(data, dict):
-        raise CorruptFileError(f"{path} holds a JSON {type(data).__name__}, not an object")
-    return data
-
+# The atomic writers and the JSON reader every layer shares live in gnbench/files.py.
+from gnbench.files import CorruptFileError, read_json
 
 _NUMBER_FIELDS = ("val_loss", "loss", "tokens", "flops", "grad_equivalents", "wall_clock")
 

@@ -37,7 +37,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gnbench.report.io import atomic_write_json
+from gnbench.files import atomic_write_json
 from gnbench.sweep.spec import SweepSpec, check_overrides, flatten
 from gnbench.train.identity import INIT_FROM, config_hash
 

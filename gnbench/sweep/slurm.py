@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from tqdm import tqdm
 
-from gnbench.report.io import atomic_write_json, read_json
+from gnbench.files import atomic_write_json, read_json
 from gnbench.sweep.executors import Executor, child_env, register_executor
 from gnbench.sweep.plan import Plan, Run
 from gnbench.sweep.spec import REPO_ROOT

@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from gnbench.report.io import atomic_write_json, read_json
+from gnbench.files import atomic_write_json, read_json
 from gnbench.sweep.plan import Plan, Run
 
 DONE_STATES = ("finished", "diverged")

@@ -6,7 +6,7 @@ is measured on the model, method and hardware at hand instead of assumed. Two fa
 
 - XLA's cost analysis counts a while loop's body once, whatever its trip count. The step's loops
   (the K micro-batches, GN's inner solve, the line search) go through
-  :mod:`gnbench.optim.gn.loops`, which unrolls them while :func:`step_flops` lowers the step.
+  :mod:`gnbench.optim.loops`, which unrolls them while :func:`step_flops` lowers the step.
 - Unrolling K inner steps and the line search makes compiling slow (a GN step at K=8 takes ~20 s
   to compile unrolled on 2 CPU cores). The step's FLOPs are affine in K (every loop runs K times,
   or a fixed number of step sizes times K), so :func:`step_flops` compiles the unrolled step at
@@ -36,7 +36,7 @@ from typing import Any
 import jax
 
 from gnbench.model import ModelConfig
-from gnbench.optim.gn import loops
+from gnbench.optim import loops
 
 
 def xla_flops(compiled: jax.stages.Compiled) -> float | None:
@@ -56,7 +56,7 @@ def step_flops(lower_at: Callable[[int], jax.stages.Lowered], k: int) -> float |
 
     Args:
       lower_at: ``k -> the step lowered for k micro-batches`` (the trainer rebuilds the optimizer
-        for that k). Called inside :func:`gnbench.optim.gn.loops.unrolled`, at k = 1 and 2.
+        for that k). Called inside :func:`gnbench.optim.loops.unrolled`, at k = 1 and 2.
       k: the run's micro-batches per iteration.
 
     Returns:

@@ -8,11 +8,11 @@ crossing, recorded in iterations, tokens, compute (forward+backward equivalents)
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-from pathlib import Path
 from typing import Any
+
+from gnbench.files import atomic_write_json
 
 
 @dataclasses.dataclass
@@ -46,14 +46,6 @@ class Progress:
             self.reached = {**self.units(step), "val_loss": val_loss}
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Writes JSON to ``path`` through a temporary file and a rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-
-
 def write_summary(
     path: str | os.PathLike, status: str, steps: int, target: float, progress: Progress
 ) -> dict[str, Any]:
@@ -70,5 +62,5 @@ def write_summary(
         cost_per_iteration=progress.cost,
         wall_clock=progress.wall_clock,
     )
-    write_json_atomic(path, summary)
+    atomic_write_json(path, summary)
     return summary

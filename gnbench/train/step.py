@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
-from gnbench.optim.gn import loops
+from gnbench.optim import loops
 from gnbench.train.state import TrainState
 
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gnbench.files import atomic_write_json
 from gnbench.train.identity import (
     IDENTITY_FILE,
     describe_differences,
@@ -33,7 +34,6 @@ from gnbench.train.identity import (
     read_identity,
     result_config,
 )
-from gnbench.train.metrics import write_json_atomic
 from gnbench.train.validation import ConfigError
 from gnbench.train.workdir_path import check_path, unwritable
 
@@ -355,9 +355,9 @@ def claim_workdir(
             )
         if found.kind in ("fresh", "replace") or found.stored is None:
             identity = {**identity, "created": time.time()}
-            write_json_atomic(workdir / IDENTITY_FILE, identity)  # First: it names the run.
+            atomic_write_json(workdir / IDENTITY_FILE, identity)  # First: it names the run.
             if found.kind != "resume":
-                write_json_atomic(workdir / "config.json", config)
+                atomic_write_json(workdir / "config.json", config)
         else:
             identity = found.stored
         found.stored = identity

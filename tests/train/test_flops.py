@@ -10,7 +10,7 @@ from experiments import base
 from gnbench import optim
 from gnbench.model import get_model_config, init_params
 from gnbench.model.sharding import make_mesh
-from gnbench.optim.gn import loops
+from gnbench.optim import loops
 from gnbench.train.flops import (
     formula_fwd_bwd_flops,
     forward_flops,

@@ -46,7 +46,9 @@ def test_a_toy_method_is_validated_identified_and_trained(toy_method, make_confi
     # AdamW's identity drops the toy's section.
     assert sections_read(cfg.optimizer.to_dict()) == {"toy"}
     keys = result_config(cfg.to_dict())
-    assert keys["optimizer.toy.lr"] == 0.05 and not any(k.startswith("optimizer.soap") for k in keys)
+    assert keys["optimizer.toy.lr"] == 0.05 and not any(
+        k.startswith("optimizer.soap") for k in keys
+    )
     adamw = _with_toy(make_config(tmp_path / "adamw"), 0.5)
     assert not any(k.startswith("optimizer.toy") for k in result_config(adamw.to_dict()))
     summary = train(cfg)

@@ -73,8 +73,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gnbench.optim import pytrees
-from gnbench.optim.gn import loops
+from gnbench.optim import loops, pytrees
 from gnbench.optim.gn.curvature import (
     ApplyFn,
     LossFn,
@@ -227,7 +226,7 @@ def _keep_learning_rates(fresh: optax.OptState, current: optax.OptState) -> opta
     )
 
 
-def _gn_family(
+def gauss_newton_core(
     apply_fn: ApplyFn,
     loss_fn: LossFn,
     *,
@@ -241,7 +240,17 @@ def _gn_family(
     model_eval: Callable[..., Any] = linearized_model_eval,
     inner_refresh: InnerRefresh | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """The outer loop shared by full GN, GN-prox-linear and layerwise GN (one per ``rule``).
+    """The core of the GN family: the outer loop full GN, GN-prox-linear and layerwise GN share.
+
+    Each outer step runs ``inner_steps`` steps of ``inner`` on the model of the loss that
+    ``rule`` defines around θ_t (the GN quadratic, or the exact loss of the linearized model for
+    prox-linear), one micro-batch of ``batch`` per step, with the proximal term
+    ``damping/2 ‖θ − θ_t‖²``; then the optional line search over ``line_search`` step sizes on
+    ``ls_batch``, and the warm start of the next solve. ``blocks`` labels parameters into
+    independent blocks (layerwise GN: one inner state, and one subproblem, per block).
+    :func:`gauss_newton`, :func:`gnbench.optim.gn.prox_linear.gn_prox_linear` and
+    :func:`gnbench.optim.gn.layerwise.layerwise_gauss_newton` are this function with their
+    ``rule`` and ``blocks``; a new member of the family is another ``rule``.
 
     ``model_eval`` has :func:`linearized_model_eval`'s signature (layerwise GN on a staged
     model passes :func:`gnbench.optim.gn.staged.staged_model_eval` bound to its stages)."""
@@ -443,7 +452,7 @@ def gauss_newton(
       >>> [round(float(u), 3) for u in updates]  # 1 - 2**-8: eight halvings
       [0.996, 0.996]
     """
-    return _gn_family(
+    return gauss_newton_core(
         apply_fn,
         loss_fn,
         rule=gn_output_rule,

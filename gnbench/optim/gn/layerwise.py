@@ -46,7 +46,7 @@ import jax.numpy as jnp  # noqa: F401  (the docstring examples)
 import optax
 
 from gnbench.optim.gn.curvature import ApplyFn, LossFn, PyTree, gn_output_rule
-from gnbench.optim.gn.gauss_newton import _gn_family
+from gnbench.optim.gn.gauss_newton import gauss_newton_core
 from gnbench.optim.gn.prox_linear import prox_linear_output_rule
 from gnbench.optim.gn.staged import StagedModel, staged_model_eval
 from gnbench.optim.pytrees import call_or_tree, path_names, top_level_depth
@@ -193,7 +193,7 @@ def layerwise_gauss_newton(
         extra["model_eval"] = lambda _apply_fn, *args, **kwargs: staged_model_eval(
             staged, *args, **kwargs
         )
-    return _gn_family(
+    return gauss_newton_core(
         apply_fn,
         loss_fn,
         rule=_RULES[objective],

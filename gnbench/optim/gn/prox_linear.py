@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from gnbench.optim.gn.curvature import ApplyFn, LossFn, PyTree
-from gnbench.optim.gn.gauss_newton import InnerRefresh, _gn_family
+from gnbench.optim.gn.gauss_newton import InnerRefresh, gauss_newton_core
 
 
 def prox_linear_output_rule(
@@ -89,7 +89,7 @@ def gn_prox_linear(
       >>> [round(float(u), 3) for u in updates]  # 1 - 2**-8: eight halvings
       [0.996, 0.996]
     """
-    return _gn_family(
+    return gauss_newton_core(
         apply_fn,
         loss_fn,
         rule=prox_linear_output_rule,
