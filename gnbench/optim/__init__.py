@@ -32,6 +32,7 @@ from gnbench.optim.gn.curvature import gn_vector_product
 from gnbench.optim.gn.gauss_newton import GaussNewtonState, gauss_newton, line_search_alphas
 from gnbench.optim.gn.layerwise import format_blocks, layerwise_gauss_newton, transformer_blocks
 from gnbench.optim.gn.prox_linear import gn_prox_linear
+from gnbench.optim.gn.staged import StagedModel
 from gnbench.optim.gn.wrappers import inject_gn_hyperparams, none_grads_as_zeros
 from gnbench.optim.registry import BuildContext, Optimizer, build, known_optimizers
 from gnbench.optim.routing import format_routing, routing_summary, routing_table
@@ -41,6 +42,7 @@ __all__ = [
     "GaussNewtonState",
     "Optimizer",
     "SoapState",
+    "StagedModel",
     "build",
     "diag_gn",
     "format_blocks",

@@ -19,7 +19,7 @@ from gnbench.model import ModelConfig, init_params
 from gnbench.model import apply as model_apply
 from gnbench.model.sharding import state_shardings
 from gnbench.model.transformer import stages as model_stages
-from gnbench.optim.gn.staged import StagedModel
+from gnbench.optim import StagedModel
 
 
 class TrainState(NamedTuple):
