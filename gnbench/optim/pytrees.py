@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from optax.contrib import MuonDimensionNumbers
 
 
@@ -144,6 +145,29 @@ def check_params(params: Any, who: str) -> None:
                 "every parameter must be a float array: keep integer state out of params "
                 "(Equinox: eqx.partition(model, eqx.is_inexact_array))"
             )
+
+
+def built_per_tree(
+    build: Callable[[Any], optax.GradientTransformation], who: str
+) -> optax.GradientTransformation:
+    """A transform that ``build(tree)`` makes anew for each tree it is given (the Muons decide
+    their routing on the tree itself, so a masked subtree inside layerwise GN routes as such);
+    ``init`` first checks the parameters (:func:`check_params`).
+
+    Example:
+      >>> tx = built_per_tree(lambda tree: optax.scale(-1.0), "demo")
+      >>> tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))[0]["w"].tolist()
+      [-1.0, -1.0]
+    """
+
+    def init_fn(params):
+        check_params(params, who)
+        return build(params).init(params)
+
+    def update_fn(updates, state, params=None):
+        return build(updates).update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 class Layout(NamedTuple):

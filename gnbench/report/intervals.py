@@ -30,7 +30,7 @@ from gnbench.report.scaling import (
     bootstrap_scaling,
     ratio_of_replicates,
 )
-from gnbench.report.table import fmt
+from gnbench.report.table import fmt, markdown_table
 from gnbench.report.tuning import MethodRow
 
 
@@ -150,23 +150,24 @@ def interval_table(rows: list[IntervalRow], full_gn: str = "gauss_newton") -> st
         "fit resolved?",
         f"S_min ratio to {full_gn} [95% CI]",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
-        fit = r.fit
-        cells = [
-            r.method,
-            fmt(r.best_batch, "tokens"),
-            "yes" if r.interior else "**no: largest scanned**",
-            str(r.seeds),
-            _ci(r.steps),
-            _ci(r.ratio_gn),
-            "—" if fit is None or not fit.fit.ok else _ci(fit.s_min),
-            "—" if fit is None or not fit.fit.ok else _tokens_ci(fit.b_noise),
-            "—" if fit is None else ("yes" if fit.resolved else "no"),
-            _ci(r.s_min_ratio),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        fit, ok = r.fit, r.fit is not None and r.fit.fit.ok
+        cells.append(
+            [
+                r.method,
+                fmt(r.best_batch, "tokens"),
+                "yes" if r.interior else "**no: largest scanned**",
+                str(r.seeds),
+                _ci(r.steps),
+                _ci(r.ratio_gn),
+                _ci(fit.s_min) if ok else "—",
+                _tokens_ci(fit.b_noise) if ok else "—",
+                "—" if fit is None else ("yes" if fit.resolved else "no"),
+                _ci(r.s_min_ratio),
+            ]
+        )
+    return markdown_table(head, cells)
 
 
 INTERVALS_NOTE = (

@@ -49,6 +49,19 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:.3f}"
 
 
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of ``rows`` (lists of cell strings) under ``head``.
+
+    Example:
+      >>> print(markdown_table(["a", "b"], [["1", "2"]]))
+      | a | b |
+      |---|---|
+      | 1 | 2 |
+    """
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
 def fmt_setting(setting: dict[str, Any], edges: dict[str, str] | None = None) -> str:
     """``lr=0.003, gn.inner_learning_rate=0.001``: keys without the ``optimizer.`` prefix; a
     value at the edge of its grid is marked ``(edge: low)`` or ``(edge: high)``.

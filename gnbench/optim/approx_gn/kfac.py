@@ -50,6 +50,7 @@ Curvature", ICML 2015; kfac-jax (github.com/google-deepmind/kfac-jax).
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -420,16 +421,7 @@ def kfac_refreshed_by_caller(
     apply_fn: Callable[[PyTree, PyTree], jax.Array],
     learning_rate: optax.ScalarOrSchedule,
     example_micro_batch: PyTree,
-    damping: float = 1e-3,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    curvature_ema: float = 0.95,
-    estimation_mode: str = "fisher_gradients",
-    exact_inverses: bool = True,
-    positions: Callable[[PyTree], int] = _leading_dim,
-    seed: int = 0,
-    loss_kind: str = "softmax_cross_entropy",
-    inverse_update_period: int = 1,
+    **settings: Any,
 ) -> tuple[optax.GradientTransformationExtraArgs, Callable[[PyTree, PyTree, PyTree], PyTree]]:
     """:func:`kfac` whose factors move only when the caller says: ``(tx, refresh)``.
 
@@ -439,20 +431,18 @@ def kfac_refreshed_by_caller(
     :func:`kfac` updates it. Full GN's inner solve calls it once per outer step at θ_t: G is
     fixed for the K inner steps, so one estimate serves them all, the same one the ``kfac`` rung
     makes per step, and the inner steps cost a preconditioner product each instead of a factor
-    estimate (``gn.inner_kfac_refresh='outer'``). Args: as :func:`kfac`
+    estimate (``gn.inner_kfac_refresh='outer'``). Args: as :func:`kfac`, ``settings`` by name
     (``inverse_update_period`` must be 1: each refresh recomputes the inverses).
     """
+    bound = inspect.signature(kfac).bind(apply_fn, learning_rate, example_micro_batch, **settings)
+    bound.apply_defaults()
+    a = bound.arguments
+    pytrees.require_numbers("kfac", momentum=a["momentum"], weight_decay=a["weight_decay"])
     scale, refresh_one = _kfac_parts(
         apply_fn,
         example_micro_batch,
-        damping,
-        curvature_ema,
-        estimation_mode,
-        exact_inverses,
-        positions,
-        seed,
-        loss_kind,
-        inverse_update_period,
+        *(a[k] for k in ("damping", "curvature_ema", "estimation_mode", "exact_inverses")),
+        *(a[k] for k in ("positions", "seed", "loss_kind", "inverse_update_period")),
         external_refresh=True,
     )
 
@@ -462,7 +452,7 @@ def kfac_refreshed_by_caller(
             lambda s: refresh_one(s, params, batch) if is_kfac(s) else s, opt_state, is_leaf=is_kfac
         )
 
-    return _chain(scale, momentum, weight_decay, learning_rate), refresh
+    return _chain(scale, a["momentum"], a["weight_decay"], learning_rate), refresh
 
 
 def layer_table(

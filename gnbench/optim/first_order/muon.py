@@ -354,14 +354,7 @@ def muon(
         routing.warn_if_no_muon(table, tree, "muon")
         return optax.partition({"muon": muon_part, "adam": adam_part}, pytrees.constant(groups))
 
-    def init_fn(params):
-        pytrees.check_params(params, "muon")
-        return build(params).init(params)
-
-    def update_fn(updates, state, params=None):
-        return build(updates).update(updates, state, params)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return pytrees.built_per_tree(build, "muon")
 
 
 def _reference_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTransformation:

@@ -190,14 +190,7 @@ def muon_optax(
         routing.warn_if_no_muon(table, tree, "muon_optax")
         return optax.partition({"muon": muon_group, "adam": adam_group}, pytrees.constant(groups))
 
-    def init_fn(params):
-        pytrees.check_params(params, "muon_optax")
-        return build(params).init(params)
-
-    def update_fn(updates, state, params=None):
-        return build(updates).update(updates, state, params)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+    return pytrees.built_per_tree(build, "muon_optax")
 
 
 def _optax_muon(cfg, ctx, learning_rate, adam_learning_rate) -> optax.GradientTransformation:
