@@ -127,3 +127,39 @@ def test_bad_arguments_name_the_value():
     params, x = _problem()
     with pytest.raises(ValueError, match="batch="):
         tx.update(params, tx.init(params), params)
+
+
+def test_curvature_over_k_micro_batches_is_their_mean_estimate_and_unbiased(x64):
+    """With ``curvature_micro_batches=K`` the diagonal averages one sampled estimate per
+    micro-batch (as the gradient averages K gradients), whose mean is the dense GN diagonal
+    averaged over the K micro-batches."""
+    params, _ = _problem()
+    k = 3
+    xs = jnp.asarray(np.random.default_rng(7).normal(size=(k, N, D)))
+    tx = diag_gn(_model, 0.1, b2=0.0, curvature_micro_batches=k)
+    _, state = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params, batch=xs)
+    nu = np.asarray(jax.flatten_util.ravel_pytree(state[0].nu)[0])
+    _, sub = jax.random.split(jax.random.key(0))
+    keys = jax.random.split(sub, k)
+    per_mb = [
+        jax.flatten_util.ravel_pytree(diag_gn_estimate(_model, params, xs[i], keys[i]))[0]
+        for i in range(k)
+    ]
+    np.testing.assert_allclose(nu, np.mean(per_mb, axis=0), rtol=1e-12)
+    # Unbiased for the K micro-batches' mean dense diagonal (Monte Carlo, 5 standard errors).
+    exact = np.mean([_dense_gn_diagonal(params, xs[i])[0] for i in range(k)], axis=0)
+    samples = 8_000
+    draws = jax.random.split(jax.random.key(11), (samples, k))
+
+    def averaged(ks):
+        ests = [
+            jax.flatten_util.ravel_pytree(diag_gn_estimate(_model, params, xs[i], ks[i]))[0]
+            for i in range(k)
+        ]
+        return sum(ests) / k
+
+    flat = np.asarray(jax.vmap(averaged)(draws))
+    mean, stderr = flat.mean(0), flat.std(0) / np.sqrt(samples)
+    assert np.all(np.abs(mean - exact) <= 5 * stderr + 1e-12)
+    # One micro-batch's diagonal is not the K-batch mean: the test can tell them apart.
+    assert np.max(np.abs(_dense_gn_diagonal(params, xs[0])[0] - exact) / exact) > 0.05

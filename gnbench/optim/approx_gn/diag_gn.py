@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gnbench.optim import pytrees
+from gnbench.optim import loops, pytrees
 from gnbench.optim.checks import Checks, in_range
 from gnbench.optim.registry import BuildContext, Optimizer, clip, outer_schedule, register
 
@@ -197,17 +197,16 @@ def scale_by_diag_gn(
         _check_micro_batches(apply_fn, params, batch, curvature_micro_batches, classes)
         key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
         keys = jax.random.split(sub, curvature_micro_batches)
-        estimates = [
-            diag_gn_estimate(
-                apply_fn,
-                params,
-                jax.tree.map(lambda x, i=i: x[i], batch),
-                keys[i],
-                sample_cotangent,
-            )
-            for i in range(curvature_micro_batches)
-        ]
-        estimate = jax.tree.map(lambda *e: sum(e) / len(e), *estimates)
+        # One sampled estimate per micro-batch, in a loop (not unrolled: its compile time stays
+        # flat in the count; gnbench.optim.loops unrolls it only for the FLOP count).
+        first = jax.tree.map(lambda x: x[:curvature_micro_batches], batch)
+        estimates = loops.map(
+            lambda mb_key: diag_gn_estimate(
+                apply_fn, params, mb_key[0], mb_key[1], sample_cotangent
+            ),
+            (first, keys),
+        )
+        estimate = jax.tree.map(lambda e: jnp.mean(e, axis=0), estimates)
         count = optax.safe_increment(state.count)
         mu = optax.tree.update_moment(updates, state.mu, b1, 1)
         nu = jax.tree.map(lambda n, e: b2 * n + (1 - b2) * e, state.nu, estimate)
