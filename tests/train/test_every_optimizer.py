@@ -42,11 +42,13 @@ def train_and_resume(make_config, tmp_path, name, **overrides):
     assert again["final_val_loss"] == pytest.approx(summary["final_val_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", known_optimizers())
 def test_optimizer_trains_and_resumes_from_its_checkpoint(name, make_config, tmp_path):
     train_and_resume(make_config, tmp_path, name)
 
 
+@pytest.mark.slow
 # AdamW on all 8 devices with its state sharded (fsdp=2 x data=4); SOAP data-parallel on 2 (its
 # eigendecompositions run replicated on every device: 8 would cost 4x the work of 2).
 @pytest.mark.multidevice

@@ -10,6 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gnbench.train import train
 from gnbench.train.checkpoint import Checkpointer
@@ -36,6 +37,7 @@ def newest_checkpoint(workdir):
     return max(steps, default=0)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_losses(make_config, tmp_path):
     settings = {
         "train.steps": 12,
