@@ -21,10 +21,10 @@ test: install  ## Run the whole test suite (what CI runs).
 	GNBENCH_TEST_DEVICES=8 $(BIN)/pytest -q -m multidevice tests; eight=$$?; \
 	test $$one -eq 0 && test $$eight -eq 0
 
-# The edit loop: the optimizers' math, contracts, config validation, model, data, report, sweep
-# planning; no trainer runs, subprocesses or multi-device tests (markers in pyproject.toml).
-FAST_TESTS := tests/optim tests/model tests/data tests/report tests/sweep tests/test_docs.py \
-	tests/test_experiments_build.py tests/test_cli_errors.py
+# The edit loop: the optimizers' math and contracts, config validation and CLI errors, data,
+# docs; not the trainer, model, sweeps, report, experiment builds, subprocess runs, Flax
+# container and transformer-scale optimizer checks (marked slow) or multi-device tests.
+FAST_TESTS := tests/optim tests/data tests/test_cli_errors.py tests/test_docs.py
 test-fast: install  ## The fast tier (< 3 min): make test runs these too.
 	GNBENCH_TEST_DEVICES=1 $(BIN)/pytest -q -m "not slow and not multidevice" $(FAST_TESTS)
 
