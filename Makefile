@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format smoke bench bench-quick ladder ladder-quick clean slurm-start slurm-stop
+.PHONY: install test test-fast lint format smoke bench bench-quick ladder ladder-quick clean slurm-start slurm-stop
 
 install: $(STAMP)  ## Create .venv; install gnbench with its bench, ladder and dev extras (idempotent).
 
@@ -14,8 +14,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[bench,ladder,dev]'
 	touch $(STAMP)
 
-test: install  ## Run the test suite.
-	$(BIN)/pytest -q tests
+# XLA fixes the device count per process: the suite runs on 1 fake CPU device, then the
+# multidevice tests (sharding, data parallelism) on 8 (tests/conftest.py). Both always run.
+test: install  ## Run the whole test suite (what CI runs).
+	GNBENCH_TEST_DEVICES=1 $(BIN)/pytest -q -m "not multidevice" tests; one=$$?; \
+	GNBENCH_TEST_DEVICES=8 $(BIN)/pytest -q -m multidevice tests; eight=$$?; \
+	test $$one -eq 0 && test $$eight -eq 0
+
+# The edit loop: the optimizers' math and contracts, config validation and CLI errors, data,
+# docs; not the trainer, model, sweeps, report, experiment builds, subprocess runs, Flax
+# container and transformer-scale optimizer checks (marked slow) or multi-device tests.
+FAST_TESTS := tests/optim tests/data tests/test_cli_errors.py tests/test_docs.py
+test-fast: install  ## The fast tier (< 3 min): make test runs these too.
+	GNBENCH_TEST_DEVICES=1 $(BIN)/pytest -q -m "not slow and not multidevice" $(FAST_TESTS)
 
 # A throwaway one-node SLURM cluster on loopback (needs slurm-wlm and root); then
 # `export SLURM_CONF=$(SLURM_DIR)/slurm.conf` and `make test` uses it for tests/launch/.

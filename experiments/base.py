@@ -112,6 +112,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.workdir = "runs/default"  # Outputs: config.json, metrics.jsonl, summary.json, ckpt/.
     c.train.init_from = ""  # Checkpoint folder to start params (and AdamW state) from; "" = init.
     c.train.progress = True  # Show a progress bar.
+    # Measure each iteration's FLOPs (XLA's cost analysis of the step unrolled at K=1 and 2, and
+    # of a forward+backward): three extra compiles. False: metrics and summary carry no FLOPs
+    # (null) and the losses are the same; set it when the run is started (a run started without
+    # counting stays uncounted when resumed). For tests and debugging; the benchmark counts.
+    c.train.count_flops = True
     # A workdir holding another config's run is an error; true deletes that run's files
     # (ckpt/, metrics.jsonl, summary.json, config.json, identity.json, wandb/) and starts anew.
     c.train.overwrite = False

@@ -79,6 +79,7 @@ def tiny_report(tmp_path_factory):
     return out, json.loads((out / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_report_has_every_section_with_finite_numbers(tiny_report):
     out, report = tiny_report
     for section in ("environment", "precision", "numerics", "peaks", "speed", "training"):
@@ -91,6 +92,7 @@ def test_report_has_every_section_with_finite_numbers(tiny_report):
     assert all(name in md for name in METHODS)
 
 
+@pytest.mark.slow
 def test_numerical_checks_passed_in_float32_and_float64(tiny_report):
     _, report = tiny_report
     ran = {(r["name"], r["dtype"]) for r in report["numerics"]}
@@ -101,6 +103,7 @@ def test_numerical_checks_passed_in_float32_and_float64(tiny_report):
     assert report["numerics_passed"] is True
 
 
+@pytest.mark.slow
 def test_every_method_measured_and_trained(tiny_report):
     _, report = tiny_report
     assert set(report["speed"]) == METHODS
@@ -121,6 +124,7 @@ def test_every_method_measured_and_trained(tiny_report):
         assert curve[-1]["val_loss"] < start, (name, start, curve)
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_a_report(tiny_report):
     out, _ = tiny_report
     proc = run_blocked(BENCH_STACK, "--tiny", "--out", str(out), timeout=120)

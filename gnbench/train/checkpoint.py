@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 
 class Checkpointer:
@@ -34,7 +35,9 @@ class Checkpointer:
     def __init__(self, directory: str | os.PathLike, keep: int = 2):
         self._manager = ocp.CheckpointManager(
             os.path.abspath(directory),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=preservation_policy.LatestN(keep), create=True
+            ),
         )
 
     def latest_step(self) -> int | None:

@@ -45,6 +45,7 @@ NON_RESULT_KEYS = (
     "train.workdir",  # Where the files go.
     "train.progress",  # The progress bar.
     "train.overwrite",  # What to do with another run's files in the workdir.
+    "train.count_flops",  # Whether FLOPs are measured: the step, data and losses are the same.
     "train.checkpoint_every",  # Resumed runs reproduce the uninterrupted ones (test_resume.py).
     "data.dir",  # Where prepared token files are cached; source/tokenizer/vocab fix the tokens.
     "wandb.mode",  # Where metrics are mirrored; metrics.jsonl is the record.

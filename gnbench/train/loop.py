@@ -68,6 +68,12 @@ def _trackers(
     return MultiTracker(*trackers)
 
 
+def _known(units: dict[str, Any]) -> dict[str, Any]:
+    """``units`` without the uncounted ones (``None``: FLOPs with ``train.count_flops=False``),
+    so records lack them as the report and wandb expect of a unit a run does not measure."""
+    return {name: value for name, value in units.items() if value is not None}
+
+
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
@@ -314,12 +320,17 @@ def _run(
         state = state._replace(params=setup.init_params())
 
     step_fn = method.lower(k, opt).compile()
-    if progress.cost is None:  # Measured once per run; a resumed run keeps its measurement.
+    if resume_step is None and not cfg.train.count_flops:
+        # Not counted: records and summary carry no FLOPs (null), for the whole run, even if
+        # it is resumed with counting on (the FLOPs of its first iterations are unknown).
+        progress.flops = progress.grad_equivalents = None
+    if progress.cost is None and progress.flops is not None:
+        # Measured once per run; a resumed run keeps its measurement.
         progress.cost = method.measure_cost(k, opt)
         progress.cost.update(  # What one iteration reads, by part.
             inner_tokens=k * b * t, line_search_tokens=opt.fresh_ls_micro_batches * b * t
         )
-    cost = progress.cost
+    cost = progress.cost  # None: FLOPs not counted (train.count_flops=False).
     eval_fn = make_eval_step(
         apply_fn, loss_fn, shardings.params, batch_sharding(mesh, batch_axis=1, ndim=3)
     )
@@ -333,11 +344,16 @@ def _run(
         )
         if opt.describe is not None:  # e.g. Muon's routing, K-FAC's blocks
             print(opt.describe(state.params))
-        print(
-            f"gnbench: one iteration = {cost['step_flops']:.3g} FLOPs "
+        flops = (
+            "FLOPs not counted (train.count_flops=false)"
+            if cost is None
+            else f"one iteration = {cost['step_flops']:.3g} FLOPs "
             f"({cost['step_flops'] / cost['fwd_bwd_flops']:.2f} forward+backward passes over a "
-            f"micro-batch, {cost['source']}); reads {cost['inner_tokens']} tokens for the "
-            f"gradient/inner solve and {cost['line_search_tokens']} for the line search"
+            f"micro-batch, {cost['source']})"
+        )
+        print(
+            f"gnbench: {flops}; reads {k * b * t} tokens for the gradient/inner solve and "
+            f"{opt.fresh_ls_micro_batches * b * t} for the line search"
             + (" (it re-evaluates the inner micro-batches)" if opt.ls_reuses_batch else "")
         )
 
@@ -347,7 +363,7 @@ def _run(
         tracker.log(
             {
                 "kind": "eval",
-                **progress.units(step),
+                **_known(progress.units(step)),
                 "val_loss": val_loss,
                 "val_bpb": val_loss * setup.bits_per_token,
             }
@@ -375,10 +391,11 @@ def _run(
         seconds = time.perf_counter() - tic
         progress.wall_clock += seconds
         progress.tokens += tokens_per_step
-        progress.flops += cost["step_flops"]
-        progress.grad_equivalents += cost["step_flops"] / cost["fwd_bwd_flops"]
+        if cost is not None:
+            progress.flops += cost["step_flops"]
+            progress.grad_equivalents += cost["step_flops"] / cost["fwd_bwd_flops"]
         step = i + 1
-        tracker.log({"kind": "train", **progress.units(step), **metrics})
+        tracker.log({"kind": "train", **_known(progress.units(step)), **metrics})
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tokens_per_step / seconds:.0f}")
         diverged = not math.isfinite(metrics["loss"])
         if not diverged and _evaluate_now(cfg.train, step, progress.last_val_loss):

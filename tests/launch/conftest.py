@@ -27,6 +27,7 @@ TINY = {
     "train.eval_every": 2,
     "train.checkpoint_every": 2,
     "train.progress": False,
+    "train.count_flops": False,  # No test here reads FLOPs: 3 compiles fewer per process.
     "wandb.mode": "disabled",
 }
 

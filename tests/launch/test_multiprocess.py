@@ -111,6 +111,7 @@ def runs(tmp_path_factory, train_args, compile_cache):
     return {"two": two, "one": one}
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(2 * RUN_TIMEOUT)
 def test_two_processes_reach_the_losses_of_one_process_with_four_devices(runs):
     two, one = metric_pairs(runs["two"]), metric_pairs(runs["one"])
@@ -124,6 +125,7 @@ def test_two_processes_reach_the_losses_of_one_process_with_four_devices(runs):
     assert not (Path(str(runs["two"]) + ".process1.log").read_text().count("gnbench: adamw"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(3 * RUN_TIMEOUT)
 def test_dead_peer_fails_fast_and_two_processes_resume_from_the_checkpoint(
     runs, train_args, compile_cache, tmp_path

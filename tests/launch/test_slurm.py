@@ -76,6 +76,7 @@ def test_dry_run_lists_only_unfinished_runs(tmp_path, capsys):
     assert "#SBATCH --array=0-4\n" in text and plan.runs[0].id not in text
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_slurm_sweep_runs_every_task_and_writes_the_report(slurm_cluster, tmp_path, monkeypatch):
     slurm_env(monkeypatch, slurm_cluster)
@@ -101,6 +102,7 @@ def test_slurm_sweep_runs_every_task_and_writes_the_report(slurm_cluster, tmp_pa
     assert all(v == ["start", "finish"] for v in invocations(sweep_dir).values())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_scancel_mid_sweep_then_rerun_loses_and_repeats_nothing(
     slurm_cluster, tmp_path, monkeypatch
@@ -159,6 +161,7 @@ def test_scancel_mid_sweep_then_rerun_loses_and_repeats_nothing(
     assert (sweep_dir / "report.md").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_task_run_trains_with_srun_and_jax_distributed(
     slurm_cluster, tiny_data, compile_cache, tmp_path, monkeypatch
@@ -189,6 +192,7 @@ def test_two_task_run_trains_with_srun_and_jax_distributed(
     assert Path(out / "srun" / "report.md").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_rerun_while_the_job_runs_follows_it_instead_of_submitting_again(
     slurm_cluster, tmp_path, monkeypatch

@@ -132,6 +132,7 @@ def test_state_is_arrays_namedtuples_and_string_keyed_dicts(name):
     assert bad_containers(state, params) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_nnx_optimizer_matches_plain_updates(name):
     opt, model, params, kwargs = setup(name)
@@ -148,6 +149,7 @@ def test_nnx_optimizer_matches_plain_updates(name):
     assert_moved(got, params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_flax_train_state_matches_plain_updates(name):
     opt, _, params, kwargs = setup(name)

@@ -251,6 +251,7 @@ def _gn_kfac(refresh: str, k: int, **kfac_settings):
     return opt, apply_fn, loss_fn, params, x
 
 
+@pytest.mark.slow
 def test_gn_kfac_refreshed_per_outer_step_uses_the_factors_of_its_first_micro_batch(x64):
     """gn.inner_kfac_refresh='outer': both inner steps of a K=2 outer step are preconditioned by
     the factors of micro-batch 1 at θ_t; step 2's GN gradient (on micro-batch 2, at Δ₁) is built

@@ -109,6 +109,7 @@ def test_transformer_blocks_on_tiny_model():
     }
 
 
+@pytest.mark.slow
 def test_layerwise_step_on_small_transformer():
     """Smoke test on the gnbench model (shrunk): finite metrics, a lower true loss."""
     cfg = get_model_config("tiny", d_model=16, n_layers=1, n_heads=2, d_ff=32, vocab_size=32)
@@ -186,6 +187,7 @@ def lm_loss(logits, seqs):
     return optax.softmax_cross_entropy_with_integer_labels(logits, seqs[:, 1:]).mean()
 
 
+@pytest.mark.slow
 def test_transformer_stages_compose_to_apply():
     cfg, params, apply_fn, staged = tiny_transformer()
     seqs = jax.random.randint(jax.random.key(1), (3, 9), 0, cfg.vocab_size)
@@ -195,6 +197,7 @@ def test_transformer_stages_compose_to_apply():
     assert set(jax.tree.leaves(labels)) == {name for name, _ in staged.stages}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", [None, prox_linear_output_rule], ids=["gn", "prox_linear"])
 def test_staged_eval_equals_generic_on_transformer(rule):
     """Same value, loss and per-block gradient as linearized_model_eval on the gnbench model.
@@ -222,6 +225,7 @@ def test_staged_eval_equals_generic_on_transformer(rule):
     assert np.abs(ravel_pytree(full.grad)[0] - g_want).max() > 1e-2 * np.abs(g_want).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["gn", "prox_linear"])
 def test_staged_steps_equal_generic_with_four_blocks(objective):
     """Two outer steps (warm start, line search) on a float64 4-layer MLP, one block per layer:
@@ -281,6 +285,7 @@ def test_staged_model_errors():
         )
 
 
+@pytest.mark.slow
 def test_registry_layerwise_gn_runs_the_trainers_stages():
     """The trainer's stages (``lm_staged``) compose to its ``apply_fn``, and the registry's
     layerwise GN runs them when ``BuildContext.staged_model`` is set: stages that do not match

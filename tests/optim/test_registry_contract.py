@@ -202,6 +202,7 @@ def test_bfloat16_params_stay_bfloat16(name):
         assert bool(jnp.all(jnp.isfinite(leaf.astype(jnp.float32))))
 
 
+@pytest.mark.multidevice
 @pytest.mark.parametrize("name", NAMES)
 def test_state_shards_like_params(name):
     mesh = make_mesh(data=1, fsdp=8)

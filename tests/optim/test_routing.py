@@ -149,6 +149,7 @@ def lm_loss(logits, tokens):
     return -jnp.mean(jnp.take_along_axis(logp, tokens[:, 1:, None], -1))
 
 
+@pytest.mark.slow
 def test_nnx_state_muon_labels_and_jitted_updates():
     graphdef, state = nnx.split(NnxLM(nnx.Rngs(0)), nnx.Param)
     labels = muon_labels(state)
@@ -183,6 +184,7 @@ def test_nnx_state_muon_labels_and_jitted_updates():
         assert float(loss(new)) < float(loss(state))
 
 
+@pytest.mark.slow
 def test_nnx_state_layerwise_blocks_and_jitted_step():
     graphdef, state = nnx.split(NnxLM(nnx.Rngs(0)), nnx.Param)
     labels = transformer_blocks(state)

@@ -18,7 +18,7 @@ UNITS = ("step", "tokens", "grad_equivalents", "wall_clock")
 # About 25 s on a quiet 2-core machine, 2 min under load: deselect with -m "not slow".
 @pytest.mark.slow
 def test_two_run_sweep_with_the_real_trainer(tmp_path, monkeypatch):
-    monkeypatch.setenv("XLA_FLAGS", "")  # One CPU device per run: the conftest's 8 cost time.
+    monkeypatch.setenv("XLA_FLAGS", "")  # One CPU device per run, whatever the tier runs on.
     monkeypatch.delenv("WANDB_MODE", raising=False)  # The config's mode decides.
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     sweep = dict(

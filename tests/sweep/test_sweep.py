@@ -140,6 +140,7 @@ def _sweep_subprocess(path: Path, out: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path):
     methods = {
         "adamw": {

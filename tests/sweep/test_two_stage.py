@@ -97,6 +97,7 @@ def test_dry_run_prints_stage_1_and_says_stage_2_follows(tmp_path, capsys):
     assert "planned from stage-1 results" in text and not out.exists()
 
 
+@pytest.mark.slow
 def test_two_stage_sweep_plans_runs_and_reruns_nothing(tmp_path, capsys):
     path = write_sweep(tmp_path, **TWO_STAGE)
     out = tmp_path / "out"

@@ -29,6 +29,7 @@ def make_config(corpus_dir, tmp_path_factory):
         c.train.eval_every = 2
         c.train.checkpoint_every = 100  # only the final save (orbax saves cost ~1 s)
         c.train.progress = False
+        c.train.count_flops = False  # 3 compiles saved; tests that read FLOPs set it True.
         c.train.workdir = str(workdir)
         c.wandb.mode = "disabled"
         for key, value in overrides.items():

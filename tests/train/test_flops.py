@@ -54,6 +54,7 @@ def test_xla_counts_a_loop_body_once_so_steps_are_measured_unrolled():
     assert step_flops(lower_at, 4) > 3 * rolled  # What unrolling is for.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["adamw", "gauss_newton"])
 def test_step_flops_extrapolated_from_k1_k2_equal_an_unrolled_compile(name):
     lower_at, *_ = lowering("tiny", optimizer_config(name, line_search=2))
@@ -101,6 +102,7 @@ def test_gn_inner_step_costs_forward_plus_jvp_plus_vjp():
     assert inner == pytest.approx(reference, rel=0.15)
 
 
+@pytest.mark.slow
 def test_line_search_on_inner_data_reads_no_extra_tokens_and_costs_the_same():
     fresh_at, *_ = lowering("tiny", optimizer_config("gauss_newton", line_search=3))
     reuse_at, *_ = lowering(

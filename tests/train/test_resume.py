@@ -7,9 +7,13 @@ import subprocess
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from gnbench.train import train
+from gnbench.train.checkpoint import Checkpointer
 
 
 def flat_overrides(cfg, prefix="config"):
@@ -33,6 +37,7 @@ def newest_checkpoint(workdir):
     return max(steps, default=0)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_losses(make_config, tmp_path):
     settings = {
         "train.steps": 12,
@@ -76,3 +81,14 @@ def test_killed_run_resumes_to_the_uninterrupted_losses(make_config, tmp_path):
     ref_summary = json.loads((tmp_path / "reference" / "summary.json").read_text())
     assert summary["tokens"] == ref_summary["tokens"]
     assert summary["final_val_loss"] == ref_summary["final_val_loss"]
+
+
+def test_checkpointer_keeps_the_last_two(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt")
+    for step in (1, 2, 3):
+        ckpt.save(step, {"w": jnp.full((2,), float(step))}, {"step": step})
+    ckpt.wait()
+    assert sorted(int(p.name) for p in (tmp_path / "ckpt").iterdir() if p.name.isdigit()) == [2, 3]
+    state, meta = ckpt.restore({"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
+    assert meta == {"step": 3} and float(state["w"][0]) == 3.0
+    ckpt.close()

@@ -26,6 +26,7 @@ def losses(records, kind="train", key="loss"):
     return [r[key] for r in records if r["kind"] == kind]
 
 
+@pytest.mark.multidevice
 def test_eight_devices_data_parallel_equals_one_device(make_config, tmp_path):
     one = train(make_config(tmp_path / "one", **{"mesh.num_devices": 1, "train.steps": 4}))
     eight = train(make_config(tmp_path / "eight", **{"mesh.num_devices": 8, "train.steps": 4}))
@@ -38,6 +39,7 @@ def test_eight_devices_data_parallel_equals_one_device(make_config, tmp_path):
     assert len(losses(m1)) == 4
 
 
+@pytest.mark.multidevice
 def test_fsdp_shards_parameters_and_optimizer_state(make_config):
     cfg = make_config("unused")
     model_cfg = get_model_config("tiny")
@@ -53,7 +55,8 @@ def test_fsdp_shards_parameters_and_optimizer_state(make_config):
 
 def test_loss_falls_and_target_crossing_is_first_eval_at_or_below(make_config, tmp_path):
     target = 4.5  # ln(256) = 5.55 at initialization; crossed after a few steps
-    summary = train(make_config(tmp_path, **{"train.steps": 6, "train.target_loss": target}))
+    settings = {"train.steps": 6, "train.target_loss": target}
+    summary = train(make_config(tmp_path, **settings, **{"train.count_flops": True}))
     records = read_metrics(tmp_path)
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in evals] == [0, 2, 4, 6]
@@ -69,8 +72,8 @@ def test_loss_falls_and_target_crossing_is_first_eval_at_or_below(make_config, t
     assert cost["source"] == "XLA cost analysis"
     assert expected["flops"] == pytest.approx(expected["step"] * cost["step_flops"])
     assert expected["grad_equivalents"] == pytest.approx(expected["flops"] / cost["fwd_bwd_flops"])
-    # K=2 forward+backward passes, plus the gradient average and the AdamW update, which each of
-    # the 8 devices repeats (XLA counts every device's program).
+    # K=2 forward+backward passes, plus the gradient average and the AdamW update (which each
+    # device repeats: XLA counts every device's program).
     assert 2.0 < expected["grad_equivalents"] / expected["step"] < 2.5
     assert all(r["val_bpb"] == pytest.approx(r["val_loss"] / np.log(2)) for r in evals)
     # Dense evaluation near the target: with a margin that step 2's loss is within (step 0's is
@@ -85,6 +88,22 @@ def test_loss_falls_and_target_crossing_is_first_eval_at_or_below(make_config, t
     by_step = {r["step"]: r["val_loss"] for r in dense_evals}
     for r in evals:
         assert by_step[r["step"]] == pytest.approx(r["val_loss"], abs=1e-6)
+
+    # train.count_flops=False: the same run, the same losses, no FLOPs anywhere.
+    uncounted = train(make_config(tmp_path / "uncounted", **settings))
+    bare = read_metrics(tmp_path / "uncounted")
+    assert [
+        {k: v for k, v in r.items() if k not in ("flops", "grad_equivalents", "wall_clock")}
+        for r in bare
+    ] == [
+        {k: v for k, v in r.items() if k not in ("flops", "grad_equivalents", "wall_clock")}
+        for r in records
+    ]
+    assert not any("flops" in r or "grad_equivalents" in r for r in bare)
+    assert uncounted["flops"] is uncounted["grad_equivalents"] is None
+    assert uncounted["cost_per_iteration"] is None
+    assert uncounted["reached"]["step"] == summary["reached"]["step"]
+    assert uncounted["reached"]["flops"] is None
 
 
 def test_stop_at_target_stops_early(make_config, tmp_path):
@@ -120,6 +139,7 @@ def test_finished_run_returns_at_once(make_config, tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.multidevice
 def test_batch_not_divisible_by_devices_fails(make_config, tmp_path):
     with pytest.raises(ValueError, match=r"data.micro_batch=12 is not divisible by the 8 devices"):
         train(make_config(tmp_path, **{"data.micro_batch": 12}))

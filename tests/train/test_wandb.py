@@ -50,6 +50,7 @@ def test_offline_run_has_unit_axes_to_target_summary_tags_and_active_config(
             "train.steps": 4,
             "train.eval_every": 1,
             "train.target_loss": target,
+            "train.count_flops": True,  # Every unit, FLOPs included, is an axis.
             "wandb.mode": "offline",
             "wandb.group": "sweep-x",
             "wandb.grid_point": json.dumps(GRID_POINT),
