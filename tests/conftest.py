@@ -26,17 +26,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-# Tests in files this suite's owners edit elsewhere that need 8 devices (an error message
-# naming "the 8 devices"); marked here until their file carries the marker itself.
-MULTIDEVICE_NODES = (
-    "tests/test_cli_errors.py::test_bad_input_is_one_line_and_leaves_nothing[batch-vs-devices]",
-)
-
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid in MULTIDEVICE_NODES:
-            item.add_marker(pytest.mark.multidevice)
     if DEVICES >= MULTIDEVICE:
         return
     skip = pytest.mark.skip(

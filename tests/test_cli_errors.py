@@ -262,7 +262,15 @@ def snapshot(*roots):
     return out
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+# Cases whose message names the device count: the multidevice tier's 8 fake devices.
+MULTIDEVICE_CASES = {"batch-vs-devices"}
+PARAMS = [
+    pytest.param(c, id=c[0], marks=[pytest.mark.multidevice] if c[0] in MULTIDEVICE_CASES else [])
+    for c in CASES
+]
+
+
+@pytest.mark.parametrize("case", PARAMS)
 def test_bad_input_is_one_line_and_changes_nothing(files, tmp_path, capsys, case):
     _, (command, *args), expected, *setup = case
     tmp = tmp_path / "case"
