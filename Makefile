@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 
 # XLA fixes the device count per process: the suite runs on 1 fake CPU device, then the
 # multidevice tests (sharding, data parallelism) on 8 (tests/conftest.py). Both always run.
+# The 1-device pass runs in TEST_WORKERS pytest-xdist workers, a test file per worker at a time
+# (its session fixtures, e.g. a prepared corpus, built once per worker that needs them).
+TEST_WORKERS ?= 2
 test: install  ## Run the whole test suite (what CI runs).
-	GNBENCH_TEST_DEVICES=1 $(BIN)/pytest -q -m "not multidevice" tests; one=$$?; \
+	GNBENCH_TEST_DEVICES=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile \
+		-m "not multidevice" tests; one=$$?; \
 	GNBENCH_TEST_DEVICES=8 $(BIN)/pytest -q -m multidevice tests; eight=$$?; \
 	test $$one -eq 0 && test $$eight -eq 0
 
@@ -26,7 +30,8 @@ test: install  ## Run the whole test suite (what CI runs).
 # container and transformer-scale optimizer checks (marked slow) or multi-device tests.
 FAST_TESTS := tests/optim tests/data tests/test_cli_errors.py tests/test_docs.py
 test-fast: install  ## The fast tier (< 3 min): make test runs these too.
-	GNBENCH_TEST_DEVICES=1 $(BIN)/pytest -q -m "not slow and not multidevice" $(FAST_TESTS)
+	GNBENCH_TEST_DEVICES=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile \
+		-m "not slow and not multidevice" $(FAST_TESTS)
 
 # A throwaway one-node SLURM cluster on loopback (needs slurm-wlm and root); then
 # `export SLURM_CONF=$(SLURM_DIR)/slurm.conf` and `make test` uses it for tests/launch/.
