@@ -63,14 +63,14 @@ def citations() -> list[tuple[str, str, list[Path]]]:
     for folder in CODE_DIRS:
         for path in sorted((REPO / folder).rglob("*.py")):
             text = docstrings_and_comments(path)
-            for cited in set(MD_PATH.findall(text)) | set(DOCS_PATH.findall(text)):
+            for cited in sorted(set(MD_PATH.findall(text)) | set(DOCS_PATH.findall(text))):
                 add(path, cited, [REPO])
     for path in TEXT_FILES:
         text = path.read_text()
         bases = [REPO] if path.parent == REPO else [REPO, path.parent]
         found = set(MD_PATH.findall(text)) | set(DOCS_PATH.findall(text))
         found |= set(REPO_PATH.findall(text)) | set(MD_LINK.findall(text))
-        for cited in found:
+        for cited in sorted(found):  # Sorted: every pytest-xdist worker collects one order.
             add(path, cited, bases)
     return out
 
