@@ -91,7 +91,8 @@ def test_every_imported_package_is_declared():
 def test_base_is_what_the_optimizers_need_and_the_rest_is_the_bench_extra():
     assert {_name(r) for r in PYPROJECT["dependencies"]} == BASE
     extras = PYPROJECT["optional-dependencies"]
-    assert {_name(r) for r in extras["dev"]} == {"equinox", "pytest", "pytest-timeout", "pytest-xdist", "ruff"}
+    dev = {"equinox", "pytest", "pytest-timeout", "pytest-xdist", "ruff"}
+    assert {_name(r) for r in extras["dev"]} == dev
     bench = {_name(r) for r in extras["bench"]}
     # The CLI's list of bench modules (its "pip install 'gnbench[bench]'" hint) is the extra.
     assert {_distribution(m) for m in BENCH_MODULES} == bench
