@@ -24,6 +24,10 @@ from gnbench.optim import BuildContext, build, known_optimizers
 from gnbench.optim.flax_train_state import apply_gradients
 from tests.optim.test_registry_contract import ls_slice, optimizer_config
 
+# Every transform trains models of three frameworks: end-to-end, so make test runs it and
+# make test-fast (the edit loop) does not.
+pytestmark = pytest.mark.slow
+
 NAMES = known_optimizers()
 K, B, T, F, W, C = 2, 8, 4, 6, 16, 4  # micro-batches, examples, tokens, features, width, classes
 STEPS = 15
