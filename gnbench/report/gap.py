@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from gnbench.report.headline import FULL_GN, HeadlineRow
-from gnbench.report.scaling import BOOTSTRAP_REPLICATES, percentile_interval
+from gnbench.report.scaling import BOOTSTRAP_REPLICATES, percentile_interval, resampled_medians
 from gnbench.report.table import fmt
 
 UNITS = ("step", "flops")
@@ -100,7 +100,7 @@ def _gap_interval(
         a = np.asarray(values, dtype=float)
         if a.size == 0 or np.isnan(a).any():
             return None, None
-        medians[name] = np.median(a[rng.integers(0, a.size, size=(replicates, a.size))], axis=1)
+        medians[name] = resampled_medians(a, replicates, rng)
     b, g, m = medians[baseline], medians[full_gn], medians[method]
     with np.errstate(invalid="ignore", divide="ignore"):
         fraction = np.where(np.isfinite(b) & np.isfinite(g) & (b > g), (b - m) / (b - g), np.nan)

@@ -129,7 +129,8 @@ def _median(a: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.median(a, axis=axis)
 
 
-def _resampled_medians(values: Sequence[float], n: int, rng: np.random.Generator) -> np.ndarray:
+def resampled_medians(values: Sequence[float], n: int, rng: np.random.Generator) -> np.ndarray:
+    """The medians of ``n`` resamples (with replacement, same size) of ``values``: shape (n,)."""
     a = np.asarray(values, dtype=float)
     idx = rng.integers(0, a.size, size=(n, a.size))
     return _median(a[idx])
@@ -185,7 +186,7 @@ def bootstrap_scaling(
     batches = sorted(float(b) for b in points if len(points[b]))
     fit = fit_scaling(batches, [float(_median(np.asarray(points[b], float))) for b in batches])
     rng = np.random.default_rng(seed)
-    medians = np.stack([_resampled_medians(points[b], replicates, rng) for b in batches], axis=1)
+    medians = np.stack([resampled_medians(points[b], replicates, rng) for b in batches], axis=1)
     reps = np.full((replicates, 2), math.nan)
     for i in range(replicates):
         f = fit_scaling(batches, medians[i])
@@ -225,8 +226,8 @@ def bootstrap_ratio(
       (2.0, True, True)
     """
     rng = np.random.default_rng(seed)
-    num = _resampled_medians(numerator, replicates, rng)
-    den = _resampled_medians(denominator, replicates, rng)
+    num = resampled_medians(numerator, replicates, rng)
+    den = resampled_medians(denominator, replicates, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = np.where(np.isfinite(den) & (den > 0), num / den, math.nan)
     value = _ratio(
@@ -247,7 +248,7 @@ def bootstrap_median(
     """
     rng = np.random.default_rng(seed)
     value = float(_median(np.asarray(values, dtype=float)))
-    return Interval(value, *percentile_interval(_resampled_medians(values, replicates, rng)))
+    return Interval(value, *percentile_interval(resampled_medians(values, replicates, rng)))
 
 
 def ratio_of_replicates(num: np.ndarray, den: np.ndarray, value: float) -> Interval:
@@ -275,5 +276,6 @@ __all__ = [
     "bootstrap_scaling",
     "fit_scaling",
     "percentile_interval",
+    "resampled_medians",
     "ratio_of_replicates",
 ]
