@@ -216,9 +216,10 @@ def run_overrides(
     m = spec.methods.get(method) or spec.variants[method]
     over = {**common, **m.overrides, **setting, "seed": seed}
     if spec.scan_key is not None:
+        scan_values, scan_with = spec.scan_of(method)
         over[spec.scan_key] = scan_value
-        i = spec.scan_values.index(scan_value)
-        over.update({key: values[i] for key, values in spec.scan_with.items()})
+        i = scan_values.index(scan_value)
+        over.update({key: values[i] for key, values in scan_with.items()})
     return over
 
 
@@ -289,8 +290,9 @@ def make_plan(spec: SweepSpec) -> Plan:
     _, warmup = _common(spec)
     runs = [
         make_run(spec, method, setting, seed, scan_value)
-        for scan_value in spec.scan_values or [None]
+        for scan_value in spec.all_scan_values() or [None]
         for method, m in spec.methods.items()
+        if scan_value is None or scan_value in spec.scan_of(method)[0]
         for setting in grid_points(m.grid_for(scan_value))
         for seed in spec.seeds
     ]

@@ -28,8 +28,10 @@ def _runs(spec: SweepSpec) -> Iterator[tuple[str, dict[str, Any]]]:
     warmup = warmup_run(spec)
     if warmup is not None:
         yield "the warm-up run", warmup.overrides
-    for scan_value in spec.scan_values or [None]:
+    for scan_value in spec.all_scan_values() or [None]:
         for name, m in {**spec.methods, **spec.variants}.items():
+            if scan_value is not None and scan_value not in spec.scan_of(name)[0]:
+                continue
             kind = "variant" if name in spec.variants else "method"
             at = f" at {spec.scan_key}={scan_value!r}" if spec.scan_key else ""
             for setting in grid_points(m.grid_for(scan_value)):

@@ -16,6 +16,9 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
       "warmup": {"steps": 10, "overrides": {}},          # optional shared AdamW warm-up run
       "scan": {"key": "data.micro_batches", "values": [4, 8],   # optional batch-size scan;
                "with": {"train.steps": [80, 40]}},              # keys set per scan value
+      # a method may scan its own values of the same key (and its own "with"): in its entry,
+      # "scan": {"values": [8, 16], "with": {"train.steps": [40, 30]}}; a variant scans as its
+      # reference does unless it sets its own
       "baseline": "adamw",                   # optional: the method speedups are measured against
       "full_gn": "gauss_newton",             # optional: the far end of the gap (ratios to it)
       "headline_seeds": [1, 2],              # optional: extra seeds at each headline point
@@ -88,6 +91,9 @@ class MethodSpec:
     overrides: dict[str, Any]
     grid: dict[str, list[Any]]
     grid_at: dict[Any, dict[str, list[Any]]] = dataclasses.field(default_factory=dict)
+    # The method's own scan values and their linked keys (None: the sweep's).
+    scan_values: list[Any] | None = None
+    scan_with: dict[str, list[Any]] | None = None
 
     def grid_for(self, scan_value: Any) -> dict[str, list[Any]]:
         """The grid tuned at ``scan_value``: ``grid`` with the keys ``grid_at`` sets there."""
@@ -130,6 +136,23 @@ class SweepSpec:
     def two_stage(self) -> bool:
         """Whether stage 2 (headline seeds, variants) is planned after stage 1."""
         return bool(self.headline_seeds or self.variants)
+
+    def scan_of(self, name: str) -> tuple[list[Any], dict[str, list[Any]]]:
+        """The scan values ``name`` (a method or variant) runs at and the keys linked to them:
+        its own, else (a variant) its reference's, else the sweep's."""
+        m = self.methods.get(name) or self.variants[name]
+        if m.scan_values is None and isinstance(m, VariantSpec):
+            m = self.methods[m.of]
+        if m.scan_values is None:
+            return self.scan_values, self.scan_with
+        return m.scan_values, m.scan_with or {}
+
+    def all_scan_values(self) -> list[Any]:
+        """Every scan value some method runs at: the sweep's, then the methods' own, in order."""
+        values = list(self.scan_values)
+        for name in {**self.methods, **self.variants}:
+            values += [v for v in self.scan_of(name)[0] if v not in values]
+        return values
 
     def grids(self) -> dict[str, dict[str, list[Any]]]:
         """method or variant -> its grid (key -> values)."""
@@ -226,7 +249,7 @@ def _parse_method(
 ) -> MethodSpec:
     """Checks one method (or variant) entry: its fields, override keys and grid values."""
     m = dict(m or {})
-    extra = set(m) - {"overrides", "grid", "grid_at"}
+    extra = set(m) - {"overrides", "grid", "grid_at", "scan"}
     if extra:
         raise SweepError(f"{kind} {method!r}: unknown fields {sorted(extra)}")
     m_over = {"optimizer.name": method, **flatten(m.get("overrides"))}
@@ -247,11 +270,36 @@ def _parse_method(
     raw_at = m.get("grid_at") or {}
     if not isinstance(raw_at, dict):
         raise SweepError(f"{kind} {method!r}: grid_at must be {{scan value: grid}}, got {raw_at!r}")
+    scan_values = scan_with = None
+    if m.get("scan") is not None:
+        scan_values, scan_with = _parse_scan_values(m["scan"], f"{kind} {method!r} scan")
     return MethodSpec(
         overrides=m_over,
         grid=checked_grid(m.get("grid"), "grid"),
         grid_at={sv: checked_grid(g, f"grid_at[{sv!r}]") for sv, g in raw_at.items()},
+        scan_values=scan_values,
+        scan_with=scan_with,
     )
+
+
+def _parse_scan_values(scan: Any, where: str) -> tuple[list[Any], dict[str, list[Any]]]:
+    """A scan's ``values`` and ``with`` (one value per scan value for each linked key)."""
+    if not isinstance(scan, dict) or not {"values"} <= set(scan) <= {"key", "values", "with"}:
+        raise SweepError(
+            f"{where} must be {{'values': [...], 'with': {{...}}}} ('with' optional), got {scan!r}"
+        )
+    values = _as_list(scan["values"], f"{where} values")
+    dup = [v for i, v in enumerate(values) if v in values[:i]]
+    if dup:
+        raise SweepError(f"{where}: values {dup} appear more than once")
+    scan_with = {k: _as_list(v, f"{where} with {k}") for k, v in flatten(scan.get("with")).items()}
+    for key, with_values in scan_with.items():
+        if len(with_values) != len(values):
+            raise SweepError(
+                f"{where} with {key}: {len(with_values)} values for {len(values)} scan values "
+                f"{values}; give one per scan value"
+            )
+    return values, scan_with
 
 
 def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
@@ -308,9 +356,7 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         v.setdefault("grid", methods[of].grid)
         v.setdefault("grid_at", methods[of].grid_at)
         m = _parse_method(config, overrides, variant, v, kind="variant")
-        variants[variant] = VariantSpec(
-            overrides=m.overrides, grid=m.grid, grid_at=m.grid_at, of=of
-        )
+        variants[variant] = VariantSpec(**vars(m), of=of)
     warmup = raw.get("warmup")
     if warmup and (
         not isinstance(warmup, dict)
@@ -362,31 +408,28 @@ def parse_sweep(raw: Any, sweep_file: Path) -> SweepSpec:
         check_overrides(config, spec.warmup_overrides, "warmup overrides")
     scan = raw.get("scan")
     if scan:
-        if not {"key", "values"} <= set(scan) <= {"key", "values", "with"}:
+        if not isinstance(scan, dict) or "key" not in scan:
             raise SweepError(
                 f"scan must be {{'key': ..., 'values': [...], 'with': {{...}}}} ('with' "
                 f"optional), got {scan!r}"
             )
-        values = _as_list(scan["values"], "scan values")
-        scan_with = {k: _as_list(v, f"scan with {k}") for k, v in flatten(scan.get("with")).items()}
-        for key, with_values in scan_with.items():
-            if len(with_values) != len(values):
-                raise SweepError(
-                    f"scan with {key}: {len(with_values)} values for {len(values)} scan values "
-                    f"{values}; give one per scan value"
-                )
-        for i, value in enumerate(values):
-            linked = {key: with_values[i] for key, with_values in scan_with.items()}
-            check_overrides(config, {**overrides, scan["key"]: value, **linked}, "scan")
+        values, scan_with = _parse_scan_values(scan, "scan")
         spec = dataclasses.replace(
             spec, scan_key=str(scan["key"]), scan_values=values, scan_with=scan_with
         )
     for name, m in {**spec.methods, **spec.variants}.items():
-        unknown_at = [sv for sv in m.grid_at if sv not in spec.scan_values]
+        own = m.scan_values is not None
+        if own and spec.scan_key is None:
+            raise SweepError(f"{name!r} has its own scan values but the sweep has no scan key")
+        values, scan_with = spec.scan_of(name)
+        for i, value in enumerate(values):
+            linked = {key: with_values[i] for key, with_values in scan_with.items()}
+            check_overrides(config, {**overrides, spec.scan_key: value, **linked}, "scan")
+        unknown_at = [sv for sv in m.grid_at if sv not in values]
         if unknown_at:
             raise SweepError(
                 f"{name!r} grid_at names {unknown_at}, not scan values "
-                f"(scan values: {spec.scan_values or 'none, the sweep has no scan'})"
+                f"(scan values: {values or 'none, the sweep has no scan'})"
             )
     return spec
 

@@ -221,6 +221,37 @@ def test_grid_at_gives_a_method_its_own_grid_at_some_scan_values(tmp_path):
         load_sweep_file(write_sweep(tmp_path, scan=scan, methods=bad))
 
 
+def test_a_method_scans_its_own_values_with_its_own_linked_keys(tmp_path):
+    scan = {"key": "data.micro_batches", "values": [2, 4], "with": {"train.steps": [20, 10]}}
+    methods = {
+        "adamw": {"grid": {"optimizer.learning_rate": [0.1]}},
+        "soap": {"scan": {"values": [4, 8], "with": {"train.steps": [7, 5]}}},
+    }
+    variants = {"soap2": {"of": "soap", "overrides": {"optimizer.name": "soap"}}}
+    spec = load_sweep_file(write_sweep(tmp_path, scan=scan, methods=methods, variants=variants))
+    plan = make_plan(spec)
+    steps = {(r.method, r.scan_value): r.overrides["train.steps"] for r in plan.runs}
+    assert steps == {("adamw", 2): 20, ("adamw", 4): 10, ("soap", 4): 7, ("soap", 8): 5}
+    assert spec.all_scan_values() == [2, 4, 8]
+    assert spec.scan_of("soap2") == spec.scan_of("soap")  # a variant scans as its reference
+    # The same id as a sweep that gives soap these values globally: ids hash configs only.
+    alone = {"soap": {}}
+    scan8 = {"key": "data.micro_batches", "values": [8], "with": {"train.steps": [5]}}
+    other = make_plan(load_sweep_file(write_sweep(tmp_path, scan=scan8, methods=alone)))
+    assert {r.id for r in other.runs} <= {r.id for r in plan.runs}
+    bad = {"soap": {"scan": {"values": [4, 8], "with": {"train.steps": [7]}}}}
+    with pytest.raises(SweepError, match=r"'soap' scan with train.steps: 1 values for 2"):
+        load_sweep_file(write_sweep(tmp_path, scan=scan, methods=bad))
+    bad = {"soap": {"scan": {"values": [4], "with": {"train.stepz": [7]}}}}
+    with pytest.raises(SweepError, match="train.stepz"):
+        load_sweep_file(write_sweep(tmp_path, scan=scan, methods=bad))
+    with pytest.raises(SweepError, match="has its own scan values but the sweep has no scan"):
+        load_sweep_file(write_sweep(tmp_path, methods={"soap": {"scan": {"values": [4]}}}))
+    bad = {"soap": {"scan": {"values": [8]}, "grid_at": {2: {"optimizer.learning_rate": [1]}}}}
+    with pytest.raises(SweepError, match=r"grid_at names \[2\], not scan values"):
+        load_sweep_file(write_sweep(tmp_path, scan=scan, methods=bad))
+
+
 def test_reuse_copies_finished_runs_of_the_same_identity_and_reruns_the_rest(tmp_path):
     out = tmp_path / "out"
     first = write_sweep(tmp_path, seeds=[0])
