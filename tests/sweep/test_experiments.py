@@ -32,3 +32,34 @@ def test_experiment_sweeps_plan(name, quick):
             "layerwise_gn",
         }
         assert len(ids) == 27
+
+
+def test_full_study_plans_its_protocol():
+    """critical_batch_full: warm start, per-method scans in tokens read, settings scaled with the
+    budget, two tuning seeds and five at each headline point, three values per grid."""
+    from experiments import critical_batch_full as full
+
+    plan = make_plan(load_sweep_file(REPO_ROOT / "experiments" / "critical_batch_full.py"))
+    assert plan.warmup is not None and all(r.init_from for r in plan.runs)
+    assert len(plan.seeds) >= 2 and len(plan.seeds) + len(plan.headline_seeds) >= 5
+    assert {len(v) for g in plan.grids.values() for v in g.values()} == {3}
+    by_method: dict[str, set] = {}
+    for r in plan.runs:
+        by_method.setdefault(r.method, set()).add(r.scan_value)
+        steps = r.overrides["train.steps"]
+        if r.method in full.GN_FAMILY:
+            # Tokens read per iteration: K for the inner solve and K fresh for the line search.
+            gn_budgets = dict(
+                zip(full.GN_SCAN["values"], full.GN_SCAN["with"]["train.steps"], strict=True)
+            )
+            assert steps == gn_budgets[r.scan_value]
+        else:
+            assert r.overrides["optimizer.warmup_steps"] == max(1, round(steps / 20))
+        if r.method == "soap":
+            assert r.overrides["optimizer.soap.precondition_frequency"] == max(1, round(steps / 40))
+    tokens_read = {
+        m: sorted(k * (2 if m in full.GN_FAMILY else 1) for k in ks) for m, ks in by_method.items()
+    }
+    for m, read in tokens_read.items():  # >= 8x range; GN reaches 128 micro-batches read (64k).
+        assert read[-1] >= 8 * read[0], (m, read)
+        assert read[-1] >= (128 if m in full.GN_FAMILY else 64), (m, read)
