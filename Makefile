@@ -44,12 +44,12 @@ slurm-stop:  ## Stop it.
 	launch/local_slurm.sh stop $(SLURM_DIR)
 
 lint: install  ## ruff lint and format check.
-	$(BIN)/ruff check gnbench tests experiments benchmarks launch
-	$(BIN)/ruff format --check gnbench tests experiments benchmarks launch
+	$(BIN)/ruff check gnbench tests experiments examples benchmarks launch
+	$(BIN)/ruff format --check gnbench tests experiments examples benchmarks launch
 
 format: install
-	$(BIN)/ruff format gnbench tests experiments benchmarks launch
-	$(BIN)/ruff check --fix gnbench tests experiments benchmarks launch
+	$(BIN)/ruff format gnbench tests experiments examples benchmarks launch
+	$(BIN)/ruff check --fix gnbench tests experiments examples benchmarks launch
 
 smoke: install  ## A 5-iteration tiny run.
 	$(BIN)/gnbench train --config experiments/tiny.py --config.train.steps=5 \

@@ -1,9 +1,11 @@
-"""``gnbench train | data | sweep | report``: the command line.
+"""``gnbench train | data | sweep | ladder | report``: the command line.
 
 Examples:
   gnbench data prepare --source shakespeare --tokenizer byte
   gnbench train --config experiments/tiny.py --config.optimizer.name=soap --config.train.steps=20
   gnbench sweep experiments/compare_tiny.py --executor local
+  gnbench ladder --method examples/my_optimizers/lion.py:lion \
+      --config examples/my_optimizers/lion_config.py --quick
   gnbench report runs/compare_tiny
 """
 
@@ -15,11 +17,13 @@ import sys
 import threading
 from pathlib import Path
 
-USAGE = """usage: gnbench {train,data,sweep,report} ...
+USAGE = """usage: gnbench {train,data,sweep,ladder,report} ...
 
   train   --config FILE [--config.KEY=VALUE ...]   train one run (keys: gnbench train --help)
   data    prepare|info ...                         tokenize a corpus / inspect a token file
   sweep   SWEEP_FILE [--executor ...]              run a hyperparameter sweep, then report
+  ladder  --method ENTRY [--config FILE] [--grid K=V1,V2] [--quick]
+                                                   an outside optimizer on the ladder: its row
   report  SWEEP_DIR [SWEEP_DIR ...]                tables and plots of finished sweeps
 """
 
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Example:
       >>> main(["--help"])  # doctest: +ELLIPSIS
-      usage: gnbench {train,data,sweep,report} ...
+      usage: gnbench {train,data,sweep,ladder,report} ...
       ...
       0
     """
@@ -371,12 +375,17 @@ def _dispatch(argv: list[str]) -> int:
         from gnbench.sweep.cli import main as sweep_main
 
         return sweep_main(rest)
+    if command == "ladder":
+        from gnbench.sweep.ladder import main as ladder_main
+
+        return ladder_main(rest)
     if command == "report":
         from gnbench.report.cli import report_main
 
         return report_main(rest)
     print(
-        f"gnbench: unknown command {command!r}; valid: train, data, sweep, report\n\n{USAGE}",
+        f"gnbench: unknown command {command!r}; valid: train, data, sweep, ladder, report\n\n"
+        f"{USAGE}",
         file=sys.stderr,
     )
     return 2

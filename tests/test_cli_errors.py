@@ -135,6 +135,22 @@ def read_only_parent(tmp, argv):
     (tmp / "ro").mkdir(mode=0o555)
 
 
+def outside_file(body):
+    """``{tmp}/mine.py``: an outside builder whose body is ``body`` (a bad one)."""
+
+    def setup(tmp, argv):
+        (tmp / "mine.py").write_text(
+            "import optax\nfrom gnbench.optim import outside_method\n\n"
+            f"@outside_method(reads=())\ndef build(cfg, ctx):\n    {body}\n"
+        )
+
+    return setup
+
+
+LION_CONFIG = str(REPO_ROOT / "examples" / "my_optimizers" / "lion_config.py")
+LION = str(REPO_ROOT / "examples" / "my_optimizers" / "lion.py") + ":lion"
+
+
 # (case id, command and arguments with {placeholders}, text the line must hold[, setup]).
 # `train` cases get a fast valid run's arguments first; an argument "@FILE" replaces --config.
 # Placeholders: the `files` fixture's keys, {tmp} (the case's own folder) and {long} (a name too
@@ -172,6 +188,30 @@ CASES = [
     ("unknown-schedule", ["train", "--config.optimizer.schedule=cosine"], "schedule 'cosine'"),
     ("val-below-batch", ["train", "--config.data.val_sequences=4"], "val_sequences=4 is fewer"),
     ("batch-vs-devices", ["train", "--config.data.micro_batch=12"], "not divisible by the 8 d"),
+    # gnbench train: an optimizer from outside gnbench (gnbench/optim/outside.py).
+    ("outside-module", ["train", "--config.optimizer.name=no_pkg.opt:build"], "module 'no_pkg.o"),
+    ("outside-file", ["train", "--config.optimizer.name={tmp}/nope.py:b"], "{tmp}/nope.py not f"),
+    ("outside-attr", ["train", "--config.optimizer.name=optax:lino"], "(did you mean 'lion'?)"),
+    ("outside-not-callable", ["train", "--config.optimizer.name=optax:tree_utils"], "not call"),
+    (
+        "outside-signature",
+        ["train", "--config.optimizer.name=optax:GradientTransformation"],
+        "is neither contract",
+    ),
+    ("outside-raises", ["train", "--config.optimizer.name={tmp}/mine.py:build"], "builder raised")
+    + (outside_file("raise KeyError('b1')"),),
+    ("outside-returns", ["train", "--config.optimizer.name={tmp}/mine.py:build"], "returned Grad")
+    + (outside_file("return optax.sgd(0.1)"),),
+    (
+        "outside-own-key",
+        [
+            "train",
+            "@" + LION_CONFIG,
+            f"--config.optimizer.name={LION}",
+            "--config.optimizer.lion.b1=1.5",
+        ],
+        "optimizer.lion.b1=1.5 must be in",
+    ),
     # gnbench train: data, checkpoints and workdirs.
     ("short-corpus", ["train", "--config.data.source={short}"], "is too long for the train"),
     ("corrupt-token-file", ["train", "--config.data.source={broken}"], "header.json is corrupt"),
@@ -206,6 +246,17 @@ CASES = [
     + (sweep_file("def get_sweep():\n    return {}['name']\n"),),
     ("sweep-unknown-method", ["sweep", "{tmp}/sweep.py"], "method 'lion': unknown optimizer")
     + (sweep_file(methods={"adamw": {}, "lion": {}}),),
+    ("sweep-entry-as-name", ["sweep", "{tmp}/sweep.py"], "'optax:lion' names its runs' fold")
+    + (sweep_file(methods={"adamw": {}, "optax:lion": {}}),),
+    ("sweep-outside-method", ["sweep", "{tmp}/sweep.py"], "method 'lion': optimizer 'optax:lin")
+    + (sweep_file(methods={"lion": {"overrides": {"optimizer.name": "optax:lino"}}}),),
+    # gnbench ladder: the entry and the options, before any folder exists.
+    ("ladder-entry", ["ladder", "--method", "nopkg:f", "--out", "{tmp}/o"], "module 'nopkg' not"),
+    (
+        "ladder-grid",
+        ["ladder", "--method", "optax:lion", "--grid", "x", "--out", "{tmp}/o"],
+        "--grid 'x' is not KEY=V1,V2",
+    ),
     ("sweep-baseline", ["sweep", "{tmp}/sweep.py"], "sweep.py: baseline='muon' is not one of")
     + (sweep_file(baseline="muon"),),
     ("sweep-full-gn", ["sweep", "{tmp}/sweep.py"], "sweep.py: full_gn='gauss_newtn' is not one")

@@ -25,7 +25,7 @@ MD_PATH = re.compile(_START + r"((?:\.\./)*[\w.-]+(?:/[\w.-]+)*\.md)\b")
 DOCS_PATH = re.compile(_START + r"(docs/[\w./-]*\w)")
 REPO_PATH = re.compile(_START + r"((?:gnbench|tests|launch|experiments|benchmarks)/[\w./-]*\w)")
 MD_LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
-OUTPUT_NAMES = {"report.md"}  # What `gnbench report` writes into a sweep folder.
+OUTPUT_NAMES = {"report.md", "ladder_row.md"}  # What gnbench report and ladder write.
 
 
 def _ignored_folders() -> set[str]:

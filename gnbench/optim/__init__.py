@@ -8,9 +8,10 @@ method's registry builder beside its transform:
     gn/            gauss_newton, layerwise, prox_linear (+ curvature, builders, wrappers)
 
 Shared by all: ``registry`` (the table the builders register in, with what each method reads
-and a check of its own keys, ``checks``), ``loops`` (scans the trainer's FLOP count unrolls),
-``routing`` (which leaves
-Muon orthogonalizes, layerwise GN's blocks), ``precision`` (matmul precision pins),
+and a check of its own keys, ``checks``), ``outside`` (methods named by where they live,
+``pkg.module:attr`` or ``path/to/file.py:attr``, declared with ``outside_method``), ``loops``
+(scans the trainer's FLOP count unrolls), ``routing`` (which leaves Muon orthogonalizes,
+layerwise GN's blocks), ``precision`` (matmul precision pins),
 ``flax_train_state`` (``apply_gradients`` with ``batch=``; needs flax).
 
 Example:
@@ -34,6 +35,7 @@ from gnbench.optim.gn.layerwise import format_blocks, layerwise_gauss_newton, tr
 from gnbench.optim.gn.prox_linear import gn_prox_linear
 from gnbench.optim.gn.staged import StagedModel
 from gnbench.optim.gn.wrappers import inject_gn_hyperparams, none_grads_as_zeros
+from gnbench.optim.outside import OutsideMethodError, outside_method
 from gnbench.optim.registry import BuildContext, Optimizer, build, known_optimizers
 from gnbench.optim.routing import format_routing, routing_summary, routing_table
 
@@ -41,6 +43,7 @@ __all__ = [
     "BuildContext",
     "GaussNewtonState",
     "Optimizer",
+    "OutsideMethodError",
     "SoapState",
     "StagedModel",
     "build",
@@ -59,6 +62,7 @@ __all__ = [
     "muon_optax",
     "none_grads_as_zeros",
     "orthogonalize",
+    "outside_method",
     "routing_summary",
     "routing_table",
     "scale_by_muon_reference",

@@ -10,6 +10,10 @@ A method registers with what it reads and a check of its own keys (:func:`regist
 (:func:`sections_read`, :func:`check_optimizers`) and name no method. Every default lives in
 experiments/base.py: builders read each key they use from the config they are given.
 
+A name with a colon is an outside method, ``pkg.module:attr`` or ``path/to/file.py:attr``
+(:mod:`gnbench.optim.outside`): resolved where it lives, never registered, it answers the
+same questions (:func:`method`), so it goes through the same identity, validation and trainer.
+
 Example:
   >>> import gnbench.optim  # registers every built-in method
   >>> from experiments.base import get_config
@@ -165,38 +169,49 @@ def known_optimizers() -> list[str]:
 
 
 def method(name: str) -> Method:
-    """The registered :class:`Method` called ``name``.
+    """The registered :class:`Method` called ``name``, or the outside method an entry
+    (``pkg.module:attr``, ``path/to/file.py:attr``) names (:mod:`gnbench.optim.outside`).
 
     Raises:
-      ValueError: unknown name (the message lists the known ones).
+      ValueError: unknown name (the message lists the known ones), or an entry that names no
+        usable method (:class:`gnbench.optim.outside.OutsideMethodError`).
     """
+    if isinstance(name, str) and ":" in name:
+        from gnbench.optim.outside import resolve
+
+        return resolve(name)
     if name not in _METHODS:
         raise ValueError(
-            f"unknown optimizer {name!r}; known optimizers: {', '.join(known_optimizers())}"
+            f"unknown optimizer {name!r}; known optimizers: {', '.join(known_optimizers())}; "
+            "or an outside method: module:NAME or path/to/file.py:NAME"
         )
     return _METHODS[name]
 
 
 def sections_read(optimizer: Any) -> set[str] | None:
-    """The ``optimizer`` sub-sections the method named by ``optimizer["name"]`` reads, or
-    ``None`` for a name the registry does not know (the caller keeps every section)."""
+    """The ``optimizer`` sub-sections the method named by ``optimizer["name"]`` reads (an outside
+    method's: what its :func:`gnbench.optim.outside.outside_method` declared), or ``None`` for a
+    name the registry does not know or an entry that cannot be resolved here (the caller keeps
+    every section)."""
     name = optimizer.get("name") if hasattr(optimizer, "get") else None
-    if name not in _METHODS:
+    try:
+        return method(name).sections(optimizer)
+    except (ValueError, TypeError):
         return None
-    return _METHODS[name].sections(optimizer)
 
 
 def check_optimizers(optimizer: Any) -> None:
     """Runs every registered method's check of its own keys on ``optimizer`` (the config's
-    ``optimizer`` section), the named method's first, each distinct check once: a bad value
-    fails before anything is built even in a section the run's method does not read (a typo
-    there is as likely a missing ``optimizer.name``).
+    ``optimizer`` section), the named method's first (an outside method's included), each
+    distinct check once: a bad value fails before anything is built even in a section the run's
+    method does not read (a typo there is as likely a missing ``optimizer.name``).
 
     Raises:
       ValueError: the first bad value, in one line naming the key.
     """
     name = optimizer.get("name") if hasattr(optimizer, "get") else None
-    ordered = ([_METHODS[name]] if name in _METHODS else []) + list(_METHODS.values())
+    named = method(name) if isinstance(name, str) and ":" in name else _METHODS.get(name)
+    ordered = ([named] if named is not None else []) + list(_METHODS.values())
     seen: list[Callable[[Any], None]] = []
     for m in ordered:
         if m.check is not None and not any(m.check is c for c in seen):
@@ -205,10 +220,11 @@ def check_optimizers(optimizer: Any) -> None:
 
 
 def build(cfg: ml_collections.ConfigDict, ctx: BuildContext) -> Optimizer:
-    """Builds the optimizer named by ``cfg.name``.
+    """Builds the optimizer named by ``cfg.name`` (a registered name or an outside entry).
 
     Raises:
-      ValueError: unknown name (the message lists the known ones).
+      ValueError: unknown name (the message lists the known ones); an outside method that
+        cannot be resolved or built (:class:`gnbench.optim.outside.OutsideMethodError`).
     """
     return method(cfg.name).build(cfg, ctx)
 

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from gnbench.report.build import write_report
-from gnbench.sweep.executors import EXECUTORS, TRAINER_CMD, make_executor
+from gnbench.sweep.executors import EXECUTORS, TRAINER_CMD, Executor, make_executor
 from gnbench.sweep.plan import Plan, make_plan, write_plan
 from gnbench.sweep.reuse import reuse_finished_runs
 from gnbench.sweep.spec import SweepError, SweepSpec, load_sweep_file
@@ -177,14 +177,48 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
             args.executor, trainer_cmd=trainer_cmd, parallel=args.parallel, **slurm
         )
         spec = load_sweep_file(args.sweep_file, quick=args.quick)
-        stage1 = make_plan(spec)
-        sweep_dir = Path(args.out) / stage1.name
-        plan, notes = full_plan(spec, stage1, sweep_dir)  # Reads earlier results, if any.
-        SweepStatus.load(sweep_dir, plan)  # A corrupt status.json or summary fails here.
     except (SweepError, ValueError) as e:
         print(f"gnbench sweep: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    if args.executor == "dry-run" or args.slurm_dry_run:
+    dry_run = args.executor == "dry-run" or args.slurm_dry_run
+    return run_sweep(spec, executor, args.out, dry_run=dry_run, report=not args.no_report)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    executor: Executor,
+    out: str | Path,
+    *,
+    dry_run: bool = False,
+    report: bool = True,
+    prog: str = "gnbench sweep",
+) -> int:
+    """Plans ``spec``, runs it with ``executor`` under ``<out>/<spec.name>`` (both stages,
+    reusing the finished runs of the sweeps ``spec.reuse`` names) and writes its report: what
+    ``gnbench sweep`` and ``gnbench ladder`` both do once the spec is built.
+
+    Args:
+      spec: a checked sweep (:func:`gnbench.sweep.spec.load_sweep_file` or
+        :func:`gnbench.sweep.spec.parse_sweep` + :func:`gnbench.sweep.runs_check.check_runs`).
+      executor: how runs run (:func:`gnbench.sweep.executors.make_executor`).
+      out: the root folder of sweeps.
+      dry_run: only show the plan (the executor prints it); write nothing.
+      report: write ``report.md`` at the end.
+      prog: the command named in one-line errors.
+
+    Returns:
+      0 when every run is done, 1 when some run failed, 2 for a plan that cannot be made (a
+      corrupt ``status.json`` or summary in the sweep folder).
+    """
+    try:
+        stage1 = make_plan(spec)
+        sweep_dir = Path(out) / stage1.name
+        plan, notes = full_plan(spec, stage1, sweep_dir)  # Reads earlier results, if any.
+        SweepStatus.load(sweep_dir, plan)  # A corrupt status.json or summary fails here.
+    except (SweepError, ValueError) as e:
+        print(f"{prog}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    if dry_run:
         executor.execute(plan, sweep_dir)
         return 0
     write_plan(plan, sweep_dir)
@@ -212,7 +246,7 @@ def main(argv: list[str], trainer_cmd: list[str] | None = None) -> int:
         + (f": {', '.join(failed)}" if failed else ""),
         file=sys.stderr,
     )
-    if not args.no_report and done:
+    if report and done:
         print(f"report: {write_report([sweep_dir])}", file=sys.stderr)
     return 1 if failed else 0
 

@@ -27,7 +27,10 @@ variant) returning a dict or ``ml_collections.ConfigDict``::
     }                                        # runs with the same identity are copied, not rerun
 
 Keys are dotted config paths (nested dicts are flattened, so a ConfigDict can spell them nested).
-A method without ``optimizer.name`` in its overrides runs the optimizer of the same name. Every
+A method without ``optimizer.name`` in its overrides runs the optimizer of the same name; an
+outside method (gnbench/optim/outside.py) gets a short name of its own and its entry as
+``"overrides": {"optimizer.name": "path/to/my_opt.py:build"}`` (a method's name names its runs'
+folders, so it holds no ``:`` or ``/``). Every
 override key is checked against the base config: an unknown key, or a value the field cannot
 hold, fails before anything runs; :func:`load_sweep_file` then checks every run the sweep can plan
 with the trainer's own checks (:mod:`gnbench.sweep.runs_check`), so an unknown method or a value
@@ -248,6 +251,13 @@ def _parse_method(
     kind: str = "method",
 ) -> MethodSpec:
     """Checks one method (or variant) entry: its fields, override keys and grid values."""
+    if not isinstance(method, str) or not method or any(c in method for c in ":/\\ "):
+        label = str(method).rpartition(":")[2].split(".")[-1] or "mine"
+        raise SweepError(
+            f"{kind} name {method!r} names its runs' folders and cannot hold ':', '/' or spaces; "
+            f"name it and give the entry as its optimizer: {{{label!r}: {{'overrides': "
+            f"{{'optimizer.name': {method!r}}}}}}}"
+        )
     m = dict(m or {})
     extra = set(m) - {"overrides", "grid", "grid_at", "scan"}
     if extra:

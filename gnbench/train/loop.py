@@ -26,6 +26,7 @@ from gnbench import data as gdata
 from gnbench.distributed import first_process_first
 from gnbench.model import get_model_config
 from gnbench.model.sharding import batch_sharding, make_mesh
+from gnbench.optim.outside import OutsideMethodError
 from gnbench.tracking import JsonlTracker, MultiTracker, WandbTracker
 from gnbench.train.checkpoint import Checkpointer, checkpoint_problem, quiet_leftover_reads
 from gnbench.train.identity import init_from_identity, make_identity, wandb_init_args
@@ -200,16 +201,19 @@ def train(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
         raise ConfigError(f"data.source={cfg.data.source!r}: {' '.join(str(e).split())}") from None
     bits_per_token = 1.0 / (math.log(2) * tokens.bytes_per_token)
 
-    method, opt, state = MethodStep.create(
-        cfg.optimizer,
-        model_cfg,
-        mesh,
-        micro_batch=b,
-        seq_len=t,
-        total_steps=cfg.train.steps,
-        k=k,
-        seed=cfg.seed,
-    )
+    try:
+        method, opt, state = MethodStep.create(
+            cfg.optimizer,
+            model_cfg,
+            mesh,
+            micro_batch=b,
+            seq_len=t,
+            total_steps=cfg.train.steps,
+            k=k,
+            seed=cfg.seed,
+        )
+    except OutsideMethodError as e:  # A builder outside gnbench that raised: one line.
+        raise ConfigError(str(e)) from None
 
     def init_params():
         try:

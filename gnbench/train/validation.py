@@ -151,10 +151,17 @@ def validate_config(cfg: Any) -> None:
     from gnbench.data.tokenizers import TOKENIZERS
     from gnbench.model.configs import CONFIGS
     from gnbench.optim import known_optimizers
-    from gnbench.optim.registry import check_optimizers
+    from gnbench.optim.registry import check_optimizers, method
     from gnbench.tracking import WANDB_MODES
 
-    _choice(cfg, "optimizer.name", known_optimizers(), "optimizer")
+    name = get(cfg, "optimizer.name")
+    if isinstance(name, str) and ":" in name:  # An outside method: resolve it now (one line).
+        try:
+            method(name)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    else:
+        _choice(cfg, "optimizer.name", known_optimizers(), "optimizer")
     _choice(cfg, "model.name", list(CONFIGS), "model")
     _choice(cfg, "model.dtype", DTYPES, "dtype")
     _choice(cfg, "data.tokenizer", TOKENIZERS, "tokenizer")

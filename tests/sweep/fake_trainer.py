@@ -7,7 +7,8 @@ from it; it exits at once if ``summary.json`` exists. Every invocation appends `
 ``finish`` when it completes) to ``invocations.txt`` so tests can count launches. Loss:
 ``2 + 3 exp(-lr * step) + 0.01 * seed`` with ``lr = learning_rate * (micro_batches / 10) **
 fake.batch_power`` (tokens 1000 per step, compute 8, wall-clock 0.5 s; no ``flops`` field, like
-an older trainer).
+an older trainer). A base config without the ``fake`` section (a real experiment file) runs with
+none of its knobs.
 """
 
 import importlib.util
@@ -17,6 +18,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import ml_collections
 
 
 def _load(path):
@@ -53,6 +56,10 @@ def main(argv):
         if arg.startswith("--config."):
             key, _, text = arg[len("--config.") :].partition("=")
             _parse(config, key, text)
+    if "fake" not in config:  # A real experiment config (gnbench ladder's tests): no knobs.
+        knobs = dict(crash=False, diverge_at=0, sleep=0.0, batch_power=0.0)
+        with config.unlocked():
+            config.fake = ml_collections.ConfigDict(knobs)
     work = Path(config.train.workdir)
     work.mkdir(parents=True, exist_ok=True)
     with open(work / "invocations.txt", "a") as f:
