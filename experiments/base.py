@@ -99,6 +99,14 @@ def get_config() -> ml_collections.ConfigDict:
     # Recompute the blocks' inverses every this many preconditioner steps (counted in steps:
     # scale it with the run's length; the factors still average every step).
     c.optimizer.kfac.inverse_update_period = 1
+    # kfac_adaptive: K-FAC as Martens and Grosse run it (its estimator settings are kfac's above):
+    # step size and momentum from the exact-GN quadratic model, Levenberg-Marquardt damping.
+    c.optimizer.kfac_adaptive = ml_collections.ConfigDict()
+    c.optimizer.kfac_adaptive.initial_damping = 1.0  # lambda at the first step.
+    c.optimizer.kfac_adaptive.min_damping = 1e-8
+    c.optimizer.kfac_adaptive.max_damping = 1e8
+    c.optimizer.kfac_adaptive.damping_adaptation_interval = 5  # T: steps between updates of lambda.
+    c.optimizer.kfac_adaptive.damping_adaptation_decay = 0.9  # lambda moves by this ** T.
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 40  # Outer iterations (the budget).

@@ -4,7 +4,7 @@ The folders follow the approximation ladder, from no curvature to all of G = Jáµ
 method's registry builder beside its transform:
 
     first_order/   soap, muon, muon_optax            (AdamW is optax.adamw)
-    approx_gn/     diag_gn, kfac (+ kfac_compat)     structured approximations of G
+    approx_gn/     diag_gn, kfac, kfac_adaptive      structured approximations of G (+ kfac_compat)
     gn/            gauss_newton, layerwise, prox_linear (+ curvature, builders, wrappers)
 
 Shared by all: ``registry`` (the table the builders register in, with what each method reads
@@ -25,6 +25,7 @@ Example:
 # the factories; the modules stay reachable as gnbench.optim.approx_gn.diag_gn / .kfac.
 from gnbench.optim.approx_gn.diag_gn import diag_gn
 from gnbench.optim.approx_gn.kfac import kfac
+from gnbench.optim.approx_gn.kfac_adaptive import kfac_adaptive
 from gnbench.optim.first_order.muon import muon, orthogonalize, scale_by_muon_reference
 from gnbench.optim.first_order.muon_optax import muon_optax
 from gnbench.optim.first_order.soap import SoapState, scale_by_soap, soap
@@ -55,6 +56,7 @@ __all__ = [
     "gn_vector_product",
     "inject_gn_hyperparams",
     "kfac",
+    "kfac_adaptive",
     "known_optimizers",
     "layerwise_gauss_newton",
     "line_search_alphas",

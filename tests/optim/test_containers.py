@@ -37,7 +37,7 @@ class Tiny(nnx.Module):
 # Methods whose update reads batch=: the GN family (the methods that read optimizer.gn) and the
 # ladder rungs that sample curvature.
 GN_FAMILY = {n for n in NAMES if "gn" in method(n).sections({"gn": {"inner": "adamw"}})}
-READ_BATCH = {*GN_FAMILY, "diag_gn", "kfac"}
+READ_BATCH = {*GN_FAMILY, "diag_gn", "kfac", "kfac_adaptive"}
 
 
 def tiny_apply(params, mb):

@@ -98,6 +98,17 @@ def _upcast(tree: PyTree) -> PyTree:
     return jax.tree.map(up, tree)
 
 
+class KfacParts(NamedTuple):
+    """What :func:`_kfac_parts` builds: the transform, ``refresh(state, params, batch)`` (update
+    the factors on ``batch[0]`` at ``params``) and ``precondition(state, vector, damping,
+    params)`` (``(F̃ + damping I)⁻¹ vector`` with the factors as they are and a damping that may
+    be traced: the adaptive rung changes it every few steps)."""
+
+    tx: optax.GradientTransformationExtraArgs
+    refresh: Callable[..., Any]
+    precondition: Callable[..., Any]
+
+
 class KfacState(NamedTuple):
     """Preconditioner step count, PRNG key and kfac-jax's estimator state as named leaves."""
 
@@ -195,7 +206,7 @@ def scale_by_kfac(
         seed,
         loss_kind,
         inverse_update_period,
-    )[0]
+    ).tx
 
 
 def _kfac_parts(
@@ -210,10 +221,10 @@ def _kfac_parts(
     loss_kind: str = "softmax_cross_entropy",
     inverse_update_period: int = 1,
     external_refresh: bool = False,
-) -> tuple[optax.GradientTransformationExtraArgs, Callable[..., KfacState]]:
-    """:func:`scale_by_kfac` and ``refresh(state, params, batch) -> state``, which updates the
-    factors (and the inverses they give) on ``batch[0]`` at ``params``. With
-    ``external_refresh`` the transform's own update only preconditions: the caller refreshes."""
+) -> KfacParts:
+    """:func:`scale_by_kfac` with its ``refresh`` and ``precondition`` (:class:`KfacParts`).
+    With ``external_refresh`` the transform's own update only preconditions: the caller
+    refreshes."""
     if estimation_mode not in ESTIMATION_MODES:
         raise ValueError(
             f"unknown estimation_mode {estimation_mode!r}; valid: {', '.join(ESTIMATION_MODES)}"
@@ -301,16 +312,19 @@ def _kfac_parts(
             pstate = precond.maybe_update(
                 pstate, (_upcast(view(params)), _upcast(micro_batch)), sub
             )
-        direction = precond.apply(_upcast(view(pytrees.pure(updates))), pstate)
-        # Back to the gradients' own containers (leaf order is kept by pure and view).
-        flat, tree = jax.tree.flatten(updates)
-        direction = tree.unflatten(
-            d.reshape(u.shape).astype(u.dtype)
-            for d, u in zip(jax.tree.leaves(direction), flat, strict=True)
-        )
+        direction = like(updates, precond.apply(_upcast(view(pytrees.pure(updates))), pstate))
         pstate = precond.increment_count(pstate)
         return direction, KfacState(
             pstate.count, jax.random.key_data(key), pack(pstate.estimator_state)
+        )
+
+    def like(updates, direction):
+        """``direction`` (kfac-jax's flattened view) in the containers of ``updates`` (leaf
+        order is kept by ``pure`` and ``view``)."""
+        flat, tree = jax.tree.flatten(updates)
+        return tree.unflatten(
+            d.reshape(u.shape).astype(u.dtype)
+            for d, u in zip(jax.tree.leaves(direction), flat, strict=True)
         )
 
     def first_micro_batch(batch):
@@ -333,7 +347,23 @@ def _kfac_parts(
         pstate = precond.maybe_update(pstate, (_upcast(view(params)), _upcast(micro_batch)), sub)
         return KfacState(state.count, jax.random.key_data(key), pack(pstate.estimator_state))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn), refresh
+    def precondition(state: KfacState, vector, damping, params):
+        # use_cached=False: each call inverts the damped blocks (or the factored-damping ones)
+        # for this damping, which may change from step to step.
+        out = precond.estimator.multiply_matpower(
+            state=unpack(state.estimator, pytrees.pure(params)),
+            parameter_structured_vector=_upcast(view(pytrees.pure(vector))),
+            identity_weight=damping,
+            power=-1,
+            exact_power=exact_inverses,
+            use_cached=False,
+            pmap_axis_name=None,
+        )
+        return like(vector, out)
+
+    return KfacParts(
+        optax.GradientTransformationExtraArgs(init_fn, update_fn), refresh, precondition
+    )
 
 
 def _blocks_of(estimator: Any, params: PyTree) -> list[tuple[str, tuple[int, ...], str]]:
@@ -438,7 +468,7 @@ def kfac_refreshed_by_caller(
     bound.apply_defaults()
     a = bound.arguments
     pytrees.require_numbers("kfac", momentum=a["momentum"], weight_decay=a["weight_decay"])
-    scale, refresh_one = _kfac_parts(
+    scale, refresh_one, _ = _kfac_parts(
         apply_fn,
         example_micro_batch,
         *(a[k] for k in ("damping", "curvature_ema", "estimation_mode", "exact_inverses")),
@@ -516,6 +546,7 @@ def layer_summary(rows: list[tuple[str, tuple[int, ...], str]]) -> str:
 
 __all__ = [
     "ESTIMATION_MODES",
+    "KfacParts",
     "KfacState",
     "LOSS_KINDS",
     "format_layer_table",
