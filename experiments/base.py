@@ -107,6 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.kfac_adaptive.max_damping = 1e8
     c.optimizer.kfac_adaptive.damping_adaptation_interval = 5  # T: steps between updates of lambda.
     c.optimizer.kfac_adaptive.damping_adaptation_decay = 0.9  # lambda moves by this ** T.
+    c.optimizer.kfac_adaptive.l2_reg = 0.0  # L2 in the gradient and the quadratic model.
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 40  # Outer iterations (the budget).
